@@ -1,0 +1,23 @@
+# The three commands of the README: `make setup`, `make repro`, `make test`.
+PY ?= python3.11
+VENV := .venv
+BIN := $(VENV)/bin
+
+.PHONY: setup repro test test-all e2e
+
+setup:
+	$(PY) -m venv $(VENV)
+	$(BIN)/pip install --quiet --upgrade pip
+	$(BIN)/pip install --quiet -r requirements.txt
+	$(BIN)/pip install --quiet --no-deps --no-build-isolation -e .
+
+repro:
+	$(BIN)/dvc repro
+
+# Fast tests in parallel, then one end-to-end `dvc repro` on a tiny params file (tests/e2e).
+test:
+	$(BIN)/python -m pytest -q -n 2 -m "not slow"
+	$(BIN)/python -m pytest -q -m slow tests/test_e2e.py
+
+test-all:
+	$(BIN)/python -m pytest -q -n 2

@@ -1,0 +1,97 @@
+"""Atomic, deterministic file writes: every output appears whole or not at all.
+
+A stage writes to a temporary sibling and renames it into place, so an interrupted run never leaves a
+half-written file that DVC or a later stage could mistake for a result.
+"""
+from __future__ import annotations
+
+import contextlib
+import hashlib
+import json
+import os
+import shutil
+import tempfile
+from pathlib import Path
+from typing import Iterator
+
+import numpy as np
+import pandas as pd
+
+
+@contextlib.contextmanager
+def atomic_path(path: str | os.PathLike) -> Iterator[Path]:
+    """Yield a temporary path beside `path`; rename it onto `path` only if the block succeeds."""
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
+    os.close(fd)
+    tmp = Path(tmp)
+    try:
+        yield tmp
+        os.replace(tmp, path)
+    finally:
+        if tmp.exists():
+            tmp.unlink()
+
+
+@contextlib.contextmanager
+def atomic_dir(path: str | os.PathLike) -> Iterator[Path]:
+    """Yield a fresh temporary directory beside `path`; swap it in for `path` only on success."""
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = Path(tempfile.mkdtemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent))
+    try:
+        yield tmp
+        old = None
+        if path.exists():
+            old = path.with_name(f".{path.name}.old")
+            if old.exists():
+                shutil.rmtree(old)
+            os.replace(path, old)
+        os.replace(tmp, path)
+        if old is not None:
+            shutil.rmtree(old)
+    finally:
+        if tmp.exists():
+            shutil.rmtree(tmp)
+
+
+def write_parquet(df: pd.DataFrame, path: str | os.PathLike) -> None:
+    """Write a table without pandas' index and with no timestamps, so equal tables give equal bytes."""
+    with atomic_path(path) as tmp:
+        df.reset_index(drop=True).to_parquet(tmp, index=False, engine="pyarrow", compression="zstd")
+
+
+def write_npy(array: np.ndarray, path: str | os.PathLike) -> None:
+    with atomic_path(path) as tmp:
+        with open(tmp, "wb") as f:
+            np.save(f, array, allow_pickle=False)
+
+
+def write_json(obj, path: str | os.PathLike) -> None:
+    with atomic_path(path) as tmp:
+        tmp.write_text(json.dumps(obj, indent=2, sort_keys=True) + "\n")
+
+
+def write_ids(ids, path: str | os.PathLike) -> None:
+    """The id order of a feature matrix: one id per line."""
+    with atomic_path(path) as tmp:
+        tmp.write_text("".join(f"{i}\n" for i in ids))
+
+
+def read_ids(path: str | os.PathLike) -> list[str]:
+    return Path(path).read_text().splitlines()
+
+
+def file_md5(path: str | os.PathLike, chunk: int = 1 << 20) -> str:
+    h = hashlib.md5()
+    with open(path, "rb") as f:
+        while block := f.read(chunk):
+            h.update(block)
+    return h.hexdigest()
+
+
+def tree_md5(root: str | os.PathLike) -> dict[str, str]:
+    """md5 of every file under `root`, keyed by relative path (used by determinism tests)."""
+    root = Path(root)
+    return {str(p.relative_to(root)): file_md5(p) for p in sorted(root.rglob("*")) if p.is_file()}
