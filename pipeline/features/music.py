@@ -1,0 +1,413 @@
+"""Music-level audio embeddings: a pretrained TensorFlow tagger (musicnn, or VGGish from a local
+checkpoint) run on log-mel patches of each clip and averaged over time (one vector per clip).
+
+TensorFlow is imported lazily, so `load_audio` (shared with the openSMILE extractor) never loads it:
+openSMILE crashes in a process that has loaded TensorFlow (DESIGN section 5).
+"""
+from __future__ import annotations
+
+import logging
+import os
+import warnings
+from collections import deque
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Iterator
+
+import numpy as np
+import pandas as pd
+from tqdm import tqdm
+
+from pipeline.errors import DataError, MediaError, ParamsError
+
+log = logging.getLogger(__name__)
+
+FAILURE_COLUMNS = ("music_id", "path", "reason")
+ON_ERROR = ("fail", "skip")
+SAMPLE_RATE = 16000  # musicnn's and VGGish's input rate
+# A clip whose RMS (mono, 16 kHz) is below 1e-4 (-80 dBFS, under 16-bit dither) is "silent": it carries
+# no music, and log-mel features of digital silence are a constant that would pass as a real clip.
+SILENCE_RMS = 1e-4
+MIN_SAMPLES = 512  # one musicnn STFT window (32 ms); anything shorter has no spectrum to embed
+
+# musicnn's spectrogram (its configuration.py): 512-point FFT, hop 256, 96 mel bands.
+MUSICNN_FFT, MUSICNN_HOP, MUSICNN_MELS = 512, 256, 96
+_VGG_LAYERS = ("pool1", "pool2", "pool3", "pool4", "pool5", "taggram")
+_MUSICNN_LAYERS = ("timbral", "temporal", "cnn1", "cnn2", "cnn3", "mean_pool", "max_pool", "penultimate", "taggram")
+LAYERS: dict[str, tuple[str, ...]] = {"MSD_vgg": _VGG_LAYERS, "MTT_vgg": _VGG_LAYERS, "MSD_musicnn": _MUSICNN_LAYERS,
+                                      "MTT_musicnn": _MUSICNN_LAYERS, "vggish": ("embedding", "fc1")}
+# vggish "embedding" is fc2 before AudioSet's PCA/8-bit post-processing (which needs its own params file).
+N_TAGS = 50  # both musicnn datasets (MSD, MagnaTagATune) are tagged with their top-50 tags
+
+
+@dataclass(frozen=True)
+class MusicEmbeddingConfig:
+    """The `features.music` params group."""
+
+    model: str = "MSD_vgg"  # a key of LAYERS
+    layer: str = "pool5"  # MSD_vgg pool5 is 128-d, the slot the papers fill with VGGish
+    vggish_checkpoint: str | None = None  # local vggish_model.ckpt (model "vggish" only)
+    input_length: float = 3.0  # seconds per patch (musicnn's default; VGG models: only 3; vggish: fixed 0.96)
+    batch_size: int = 64  # patches per TensorFlow call
+    threads: int = 0  # TensorFlow intra-op threads; 0 = every CPU this process may use
+
+    def validate(self) -> None:
+        if self.model not in LAYERS:
+            raise ParamsError(f"features.music.model: {self.model!r}, expected one of {sorted(LAYERS)}")
+        if self.layer not in LAYERS[self.model]:
+            raise ParamsError(f"features.music.layer: {self.layer!r} is not a layer of {self.model}; "
+                              f"expected one of {LAYERS[self.model]}")
+        if self.model.endswith("_vgg") and self.input_length != 3.0:
+            raise ParamsError(f"features.music.input_length: {self.input_length!r}; {self.model} accepts only 3.0")
+        if not self.input_length > 0:
+            raise ParamsError(f"features.music.input_length: {self.input_length!r}, expected > 0")
+        for key in ("batch_size", "threads"):
+            value = getattr(self, key)
+            if not isinstance(value, int) or value < (1 if key == "batch_size" else 0):
+                raise ParamsError(f"features.music.{key}: {value!r}, expected an integer >= {int(key == 'batch_size')}")
+        if self.model == "vggish":
+            vggish_checkpoint_path(self.vggish_checkpoint)
+
+
+class BadAudio(Exception):
+    """Why one file cannot be used (the caller adds its id and path)."""
+
+
+def _decode_pyav(path: str) -> tuple[np.ndarray, int]:
+    """Formats libsndfile lacks (AAC/M4A, audio tracks of video files) through FFmpeg's decoders."""
+    import av
+
+    with av.open(path) as container:
+        if not container.streams.audio:
+            raise BadAudio(f"unsupported: no audio stream (read as {container.format.name!r})")
+        stream = container.streams.audio[0]
+        resampler = av.AudioResampler(format="flt", layout="mono", rate=stream.rate or SAMPLE_RATE)
+        chunks = [f.to_ndarray().reshape(-1) for frame in container.decode(stream) for f in resampler.resample(frame)]
+        chunks += [f.to_ndarray().reshape(-1) for f in resampler.resample(None)]
+        return (np.concatenate(chunks) if chunks else np.zeros(0, np.float32)), resampler.rate
+
+
+def load_audio(path: str | os.PathLike, sr: int = SAMPLE_RATE) -> np.ndarray:
+    """Decode a music file to mono float32 at `sr`; raise BadAudio saying why it cannot be used.
+
+    WAV/FLAC/OGG/MP3 go through librosa (libsndfile), other containers through PyAV; the signal is
+    then checked: not empty, not shorter than one STFT window, finite, and not silent (SILENCE_RMS).
+    """
+    import librosa
+    import soundfile
+
+    path = str(path)
+    if not Path(path).is_file():
+        raise BadAudio("file not found")
+    if Path(path).stat().st_size == 0:
+        raise BadAudio("zero-length file (0 bytes)")
+    try:
+        info = soundfile.info(path)
+    except Exception:  # libsndfile cannot open it: unsupported by it, or corrupt
+        info = None
+    try:
+        if info is not None:
+            y, _ = librosa.load(path, sr=sr, mono=True, res_type="soxr_hq")
+        else:
+            y, native = _decode_pyav(path)
+            y = librosa.resample(y, orig_sr=native, target_sr=sr, res_type="soxr_hq") if native != sr else y
+    except BadAudio:
+        raise
+    except Exception as e:  # every decoder error means the same thing here: unreadable or corrupt
+        raise BadAudio(f"unsupported or corrupt audio ({type(e).__name__}: {str(e).strip()[:160]})") from None
+    y = np.ascontiguousarray(y, dtype=np.float32)
+    if y.size == 0:
+        raise BadAudio("no audio samples decoded (empty or unsupported stream)")
+    if y.size < MIN_SAMPLES * sr // SAMPLE_RATE:
+        raise BadAudio(f"too short: {y.size / sr * 1000:.1f} ms, expected at least {MIN_SAMPLES / SAMPLE_RATE * 1000:.0f} ms")
+    if not np.isfinite(y).all():
+        raise BadAudio("decoded samples hold NaN or inf")
+    rms = float(np.sqrt(np.mean(np.square(y, dtype=np.float64))))
+    if rms < SILENCE_RMS:
+        raise BadAudio(f"silent: RMS {rms:.2e} below {SILENCE_RMS:.0e}")
+    return y
+
+
+def failure_table(failures: list[tuple[str, str, str]]) -> pd.DataFrame:
+    return pd.DataFrame(sorted(failures), columns=list(FAILURE_COLUMNS)).astype(str)
+
+
+def raise_failures(failures: list[tuple[str, str, str]], total: int, what: str) -> None:
+    """One MediaError naming every bad file, so a user fixes them all in one go."""
+    lines = "\n".join(f"  {i} ({p}): {r}" for i, p, r in sorted(failures))
+    raise MediaError(f"{what}: {len(failures)} of {total} music file(s) cannot be used "
+                     f"(set on_error: skip to leave them out):\n{lines}")
+
+
+def check_finite_rows(ids: list[str], matrix: np.ndarray, what: str) -> None:
+    """The invariant every extractor promises: no output row holds NaN or inf."""
+    bad = ~np.isfinite(matrix).all(axis=1)
+    if bad.any():
+        raise DataError(f"{what}: row {int(np.flatnonzero(bad)[0])} (music_id {ids[int(np.flatnonzero(bad)[0])]!r}) "
+                        "holds NaN or inf; expected finite features")
+
+
+def in_order(pool, fn, items, window: int, extra=tuple) -> Iterator:
+    """fn(item, *extra()) for each item, yielded in item order with at most `window` in flight.
+
+    Bounded look-ahead keeps memory flat; results come in input order, so the output never depends on
+    timing; `extra` is evaluated at each submit, so a caller can switch mode mid-way.
+    """
+    todo, futures = iter(items), deque()
+    for item in todo:
+        futures.append(pool.submit(fn, item, *extra()))
+        if len(futures) >= window:
+            break
+    while futures:
+        result = futures.popleft().result()
+        nxt = next(todo, None)
+        if nxt is not None:
+            futures.append(pool.submit(fn, nxt, *extra()))
+        yield result
+
+
+# ---- spectrogram inputs and patching ------------------------------------------------------------------
+
+def musicnn_logmel(y: np.ndarray) -> np.ndarray:
+    """musicnn's input, [frames, 96]: log10(10000 * mel power + 1), computed in float32.
+
+    musicnn casts the mel power to float16 first; under NumPy 2 the product 10000 * mel then stays
+    float16 and overflows to inf in every bin above 6.55 (65504 / 10000), i.e. in most real music, and
+    the network returns NaN. Keeping float32 end to end avoids that defect.
+    """
+    import librosa
+
+    mel = librosa.feature.melspectrogram(y=y, sr=SAMPLE_RATE, n_fft=MUSICNN_FFT, hop_length=MUSICNN_HOP,
+                                         n_mels=MUSICNN_MELS).astype(np.float32)
+    return np.log10(np.float32(10000.0) * mel + np.float32(1.0)).T
+
+
+def _hz_to_mel(f: np.ndarray) -> np.ndarray:
+    return 1127.0 * np.log1p(np.asarray(f, dtype=np.float64) / 700.0)  # HTK mel scale, as VGGish uses
+
+
+def vggish_logmel(y: np.ndarray) -> np.ndarray:
+    """VGGish's input, [frames, 64]: 25 ms periodic-Hann frames every 10 ms, |FFT 512|, 64 HTK mel bands
+    125-7500 Hz built as triangles in the mel domain (DC bin zeroed), then log(mel + 0.01)."""
+    win, hop, n_fft, n_mels = 400, 160, 512, 64
+    if y.size < win:
+        y = np.resize(y, win)  # repeat-pad: at least one frame
+    n_frames = 1 + (y.size - win) // hop
+    frames = np.lib.stride_tricks.as_strided(y, (n_frames, win), (y.strides[0] * hop, y.strides[0]))
+    window = 0.5 - 0.5 * np.cos(2 * np.pi * np.arange(win) / win)
+    spec = np.abs(np.fft.rfft(frames * window, n_fft))
+    bins_mel = _hz_to_mel(np.linspace(0.0, SAMPLE_RATE / 2, n_fft // 2 + 1))
+    edges = np.linspace(_hz_to_mel(125.0), _hz_to_mel(7500.0), n_mels + 2)
+    lower = (bins_mel[:, None] - edges[None, :-2]) / (edges[1:-1] - edges[:-2])
+    upper = (edges[None, 2:] - bins_mel[:, None]) / (edges[2:] - edges[1:-1])
+    weights = np.maximum(0.0, np.minimum(lower, upper))
+    weights[0, :] = 0.0
+    return np.log(spec @ weights + 0.01).astype(np.float32)
+
+
+def patches(spec: np.ndarray, n_frames: int) -> np.ndarray:
+    """[P, n_frames, bands] non-overlapping patches covering the whole clip.
+
+    A clip shorter than one patch is repeat-padded (the models' training pad_short: repeat-pad). musicnn
+    drops the tail that does not fill a patch; we add one patch aligned to the clip's end instead, so the
+    average sees all of the music.
+    """
+    if spec.shape[0] < n_frames:
+        spec = np.concatenate([spec] * (-(-n_frames // spec.shape[0])))[:n_frames]
+    starts = list(range(0, spec.shape[0] - n_frames + 1, n_frames))
+    if starts[-1] + n_frames < spec.shape[0]:
+        starts.append(spec.shape[0] - n_frames)
+    return np.stack([spec[s:s + n_frames] for s in starts])
+
+
+# ---- TensorFlow graphs ---------------------------------------------------------------------------------
+
+def _tensorflow():
+    os.environ.setdefault("TF_USE_LEGACY_KERAS", "1")  # musicnn's tf.compat.v1.layers need Keras 2
+    os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
+    import tensorflow as tf
+
+    tf.config.experimental.enable_op_determinism()
+    return tf
+
+
+def vggish_checkpoint_path(path: str | None) -> str:
+    """The checkpoint prefix to restore VGGish from, or a ParamsError saying how to provide one."""
+    if not path:
+        raise ParamsError("features.music.vggish_checkpoint is not set: VGGish weights ship in no offline package. "
+                          "Download vggish_model.ckpt (tensorflow/models research/audioset/vggish) on a connected "
+                          "machine and set its path, or use model MSD_vgg with layer pool5 (128-d, offline).")
+    p = Path(path)
+    if p.is_dir():
+        from_dir = sorted(p.glob("*.index")) or sorted(p.glob("*.ckpt"))
+        if from_dir:
+            p = from_dir[0].with_suffix("") if from_dir[0].suffix == ".index" else from_dir[0]
+    if not (p.is_file() or Path(f"{p}.index").is_file()):
+        raise ParamsError(f"features.music.vggish_checkpoint: {path}: no TensorFlow checkpoint there "
+                          "(expected vggish_model.ckpt, or a prefix with a .index file)")
+    return str(p)
+
+
+def vggish_variables() -> dict[str, tuple[int, ...]]:
+    """VGGish's variables as its slim definition names them, with their shapes."""
+    shapes, channels = {}, 1
+    for scope, out in (("conv1", 64), ("conv2", 128), ("conv3/conv3_1", 256), ("conv3/conv3_2", 256),
+                       ("conv4/conv4_1", 512), ("conv4/conv4_2", 512)):
+        shapes[f"vggish/{scope}/weights"], shapes[f"vggish/{scope}/biases"] = (3, 3, channels, out), (out,)
+        channels = out
+    for scope, fan_in, out in (("fc1/fc1_1", 6 * 4 * 512, 4096), ("fc1/fc1_2", 4096, 4096), ("fc2", 4096, 128)):
+        shapes[f"vggish/{scope}/weights"], shapes[f"vggish/{scope}/biases"] = (fan_in, out), (out,)
+    return shapes
+
+
+def build_vggish(tf, x):
+    """VGGish on [B, 96, 64] log-mel examples: 3x3 SAME convs + ReLU, 2x2 max pools, fc 4096-4096-128."""
+    v = {name: tf.compat.v1.get_variable(name, shape, tf.float32) for name, shape in vggish_variables().items()}
+    net = tf.expand_dims(x, 3)
+    for block in ("conv1", "conv2", "conv3/conv3_1", "conv3/conv3_2", "conv4/conv4_1", "conv4/conv4_2"):
+        w, b = v[f"vggish/{block}/weights"], v[f"vggish/{block}/biases"]
+        net = tf.nn.relu(tf.nn.conv2d(net, w, 1, "SAME") + b)
+        if not block.endswith("_1"):  # a pool closes each block (after the repeated pair in conv3/conv4)
+            net = tf.nn.max_pool2d(net, 2, 2, "SAME")
+    net = tf.reshape(net, [-1, 6 * 4 * 512])
+    for fc in ("fc1/fc1_1", "fc1/fc1_2"):
+        net = tf.nn.relu(tf.matmul(net, v[f"vggish/{fc}/weights"]) + v[f"vggish/{fc}/biases"])
+    embedding = tf.matmul(net, v["vggish/fc2/weights"]) + v["vggish/fc2/biases"]  # no ReLU on fc2
+    return {"fc1": net, "embedding": embedding}, v
+
+
+class _Graph:
+    """A restored model: `run(patches) -> [P, D]` time-averaged layer output per patch."""
+
+    def __init__(self, cfg: MusicEmbeddingConfig):
+        tf = _tensorflow()
+        self.graph = tf.Graph()
+        with self.graph.as_default():
+            tf.compat.v1.set_random_seed(0)  # op determinism refuses unseeded initialisers (restored over anyway)
+            if cfg.model == "vggish":
+                self.n_frames, bands, self.spectrogram = 96, 64, vggish_logmel  # 0.96 s examples
+                self.x = tf.compat.v1.placeholder(tf.float32, [None, self.n_frames, bands])
+                layers, variables = build_vggish(tf, self.x)
+                self.feed = {}
+                ckpt = vggish_checkpoint_path(cfg.vggish_checkpoint)
+                self._check_vggish(tf, ckpt)
+                saver = tf.compat.v1.train.Saver(var_list=variables)
+            else:
+                import librosa
+                from musicnn import models as musicnn_models
+
+                self.n_frames = int(librosa.time_to_frames(cfg.input_length, sr=SAMPLE_RATE, n_fft=MUSICNN_FFT,
+                                                           hop_length=MUSICNN_HOP)) + 1
+                self.spectrogram = musicnn_logmel
+                self.x = tf.compat.v1.placeholder(tf.float32, [None, self.n_frames, MUSICNN_MELS])
+                is_training = tf.compat.v1.placeholder(tf.bool)
+                with warnings.catch_warnings():  # tf.compat.v1.layers deprecation notices, one per layer
+                    warnings.simplefilter("ignore", UserWarning)
+                    out = musicnn_models.define_model(self.x, is_training, cfg.model, N_TAGS)
+                names = ("logits",) + LAYERS[cfg.model][:-1]
+                layers = dict(zip(names, out))
+                layers["taggram"] = tf.nn.sigmoid(layers["logits"])
+                self.feed = {is_training: False}
+                ckpt = str(Path(musicnn_models.__file__).parent / cfg.model) + "/"
+                saver = tf.compat.v1.train.Saver()
+            t = layers[cfg.layer]
+            # "Averaged over time": axis 1 is time for every layer of rank > 2; the rest is flattened.
+            if len(t.shape) > 2:
+                t = tf.reshape(tf.reduce_mean(t, axis=1), [-1, int(np.prod(t.shape[2:]))])
+            self.output, self.dim = t, int(t.shape[1])
+            threads = cfg.threads or len(os.sched_getaffinity(0))
+            config = tf.compat.v1.ConfigProto(intra_op_parallelism_threads=threads, inter_op_parallelism_threads=1)
+            self.session = tf.compat.v1.Session(graph=self.graph, config=config)
+            saver.restore(self.session, ckpt)
+        log.info("music embedding: %s/%s, %d-d, from %s", cfg.model, cfg.layer, self.dim, ckpt)
+
+    @staticmethod
+    def _check_vggish(tf, ckpt: str) -> None:
+        try:
+            found = dict(tf.train.list_variables(ckpt))
+        except Exception as e:
+            raise ParamsError(f"features.music.vggish_checkpoint: {ckpt}: unreadable checkpoint ({e})") from None
+        wrong = [f"{n} (expected shape {s}, found {tuple(found[n]) if n in found else 'none'})"
+                 for n, s in vggish_variables().items() if tuple(found.get(n, ())) != s]
+        if wrong:
+            raise ParamsError(f"features.music.vggish_checkpoint: {ckpt} is not a VGGish checkpoint: " + "; ".join(wrong))
+
+    def run(self, batch: np.ndarray) -> np.ndarray:
+        with self.graph.as_default():
+            return self.session.run(self.output, {self.x: batch, **self.feed})
+
+    def close(self) -> None:
+        self.session.close()
+
+
+def _decode_one(item: tuple[str, str], graph: _Graph) -> tuple[str, np.ndarray | None, str | None]:
+    music_id, path = item
+    try:
+        return music_id, patches(graph.spectrogram(load_audio(path)), graph.n_frames), None
+    except BadAudio as e:
+        return music_id, None, str(e)
+
+
+def embed_music(paths: dict[str, str], cfg: MusicEmbeddingConfig,
+                on_error: str = "fail") -> tuple[list[str], np.ndarray, pd.DataFrame]:
+    """(sorted ids, float32 [N, D] time-averaged embeddings, failures (music_id, path, reason)).
+
+    on_error="fail" raises one MediaError naming every bad file; "skip" leaves them out of the matrix.
+    Patches go through the network in batches of exactly cfg.batch_size in sorted-id order, so the same
+    inputs and config give byte-identical output.
+    """
+    if on_error not in ON_ERROR:
+        raise ParamsError(f"on_error: {on_error!r}, expected one of {ON_ERROR}")
+    cfg.validate()
+    items = sorted((str(k), str(v)) for k, v in paths.items())
+    path_of = dict(items)
+    graph = _Graph(cfg)
+    good, sums, counts, failures = [], [], [], []  # ids, float64 patch-output sums, patch counts, bad files
+    pending: list[tuple[int, np.ndarray]] = []  # (row in `good`, patches not yet through the network)
+
+    def run_network(final: bool) -> None:
+        while pending and (final or sum(len(p) for _, p in pending) >= cfg.batch_size):
+            rows, chunks, need = [], [], cfg.batch_size
+            while pending and need > 0:
+                row, todo = pending[0]
+                rows.append(np.full(min(need, len(todo)), row))
+                chunks.append(todo[:need])
+                pending[0] = (row, todo[need:])
+                need -= len(chunks[-1])
+                if not len(pending[0][1]):
+                    pending.pop(0)
+            out = graph.run(np.concatenate(chunks)).astype(np.float64)
+            rows = np.concatenate(rows)
+            for row in np.unique(rows):
+                sums[row] += out[rows == row].sum(axis=0)
+
+    try:
+        with ThreadPoolExecutor(max_workers=2) as pool:
+            for music_id, clip_patches, reason in tqdm(in_order(pool, _decode_one, items, 4, lambda: (graph,)),
+                                                       total=len(items), desc="music embedding", unit="clip"):
+                if clip_patches is None:
+                    failures.append((music_id, path_of[music_id], reason))
+                    log.warning("music %s (%s): %s", music_id, path_of[music_id], reason)
+                elif not (failures and on_error == "fail"):  # once failing, only decode to find every bad file
+                    good.append(music_id)
+                    sums.append(np.zeros(graph.dim))
+                    counts.append(len(clip_patches))
+                    pending.append((len(good) - 1, clip_patches))
+                    run_network(final=False)
+            run_network(final=True)
+    finally:
+        graph.close()
+    if failures and on_error == "fail":
+        raise_failures(failures, len(items), "music embedding")
+    matrix = (np.stack(sums) / np.asarray(counts)[:, None]).astype(np.float32) if good \
+        else np.zeros((0, graph.dim), np.float32)
+    keep = np.isfinite(matrix).all(axis=1)
+    for row in np.flatnonzero(~keep):  # the network itself gave NaN: never let it into the matrix
+        failures.append((good[row], path_of[good[row]], "the network returned NaN or inf"))
+    if not keep.all():
+        if on_error == "fail":
+            raise_failures(failures, len(items), "music embedding")
+        good, matrix = [g for g, k in zip(good, keep) if k], matrix[keep]
+    check_finite_rows(good, matrix, "music embedding")
+    return good, matrix, failure_table(failures)

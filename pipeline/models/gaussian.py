@@ -1,0 +1,103 @@
+"""Diagonal Gaussian posteriors: product of experts, analytic KLs and reparameterised sampling.
+
+Every latent in CMVAE/DebCM is a diagonal Gaussian N(mu, diag(exp(logvar))); this module is the maths.
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Sequence
+
+import torch
+
+from pipeline.errors import DataError
+
+
+@dataclass
+class Gaussian:
+    """A batch of diagonal Gaussians: `mu` and `logvar` are [B, d] tensors."""
+
+    mu: torch.Tensor
+    logvar: torch.Tensor
+
+    def __post_init__(self) -> None:
+        if self.mu.shape != self.logvar.shape:
+            raise DataError(f"Gaussian: mu shape {tuple(self.mu.shape)} != logvar shape {tuple(self.logvar.shape)}")
+
+    @property
+    def var(self) -> torch.Tensor:
+        return self.logvar.exp()
+
+    def __getitem__(self, rows) -> "Gaussian":
+        """Select rows (a slice, index tensor or boolean mask) of the batch."""
+        return Gaussian(self.mu[rows], self.logvar[rows])
+
+    def detach(self) -> "Gaussian":
+        return Gaussian(self.mu.detach(), self.logvar.detach())
+
+
+def sample(g: Gaussian, generator: torch.Generator | None = None) -> torch.Tensor:
+    """Reparameterised draw z = mu + sigma * eps, so gradients reach mu and logvar (VAE trick)."""
+    eps = torch.randn(g.mu.shape, generator=generator, device=g.mu.device, dtype=g.mu.dtype)
+    return g.mu + eps * torch.exp(0.5 * g.logvar)
+
+
+def product_of_experts(experts: Sequence[Gaussian], masks: Sequence[torch.Tensor | None] | None = None,
+                       include_prior: bool = False) -> Gaussian:
+    """Fuse Gaussian experts: precision-weighted mean, variance 1 / (sum of precisions) (CMVAE PoE).
+
+    `masks[i]` is a [B] bool tensor (or None = present in every row); a masked-out expert drops out of
+    that row's product entirely, so a video without text keeps exactly its visual posterior.
+    `include_prior` adds the N(0, I) expert of MVAE (Wu & Goodman). CMVAE's models default to False:
+    the visual expert is always present, so the product is always defined, and the separate KL(q || N(0, I))
+    term already pulls posteriors towards the prior; adding the prior expert as well would shrink every
+    variance below 1 a second time. Computed in log space: logvar = -logsumexp(-logvar_i + log mask_i).
+    """
+    if not experts:
+        raise DataError("product_of_experts: no experts given")
+    if masks is None:
+        masks = [None] * len(experts)
+    if len(masks) != len(experts):
+        raise DataError(f"product_of_experts: {len(experts)} experts but {len(masks)} masks")
+    ref = experts[0].mu
+    log_precisions, weighted_mus = [], []
+    for i, (g, m) in enumerate(zip(experts, masks)):
+        if g.mu.shape != ref.shape:
+            raise DataError(f"product_of_experts: expert {i} has shape {tuple(g.mu.shape)}, expected {tuple(ref.shape)}")
+        log_prec = -g.logvar
+        if m is not None:
+            if m.shape != ref.shape[:1]:
+                raise DataError(f"product_of_experts: mask {i} has shape {tuple(m.shape)}, expected ({ref.shape[0]},)")
+            log_prec = log_prec.masked_fill(~m.bool().unsqueeze(-1), float("-inf"))
+        log_precisions.append(log_prec)
+        weighted_mus.append(g.mu)
+    if include_prior:  # N(0, I): precision 1 (log 0), mean 0
+        log_precisions.append(torch.zeros_like(ref))
+        weighted_mus.append(torch.zeros_like(ref))
+    stacked = torch.stack(log_precisions)  # [E, B, d]
+    absent = torch.isinf(stacked).all(dim=0).any(dim=-1)
+    if bool(absent.any()):
+        row = int(torch.nonzero(absent)[0, 0])
+        raise DataError(f"product_of_experts: row {row} has every expert masked out and no prior; "
+                        "at least one modality must be present")
+    total_log_prec = torch.logsumexp(stacked, dim=0)  # log sum_i T_i
+    # Each expert's weight T_i / sum_j T_j; a masked expert has weight exp(-inf) = 0.
+    weights = torch.exp(stacked - total_log_prec)
+    mu = (weights * torch.stack(weighted_mus)).sum(dim=0)
+    return Gaussian(mu, -total_log_prec)
+
+
+def kl_to_standard_normal(q: Gaussian) -> torch.Tensor:
+    """KL(q || N(0, I)) per row, summed over latent dims: 0.5 * sum(mu^2 + var - 1 - logvar) [B]."""
+    return 0.5 * (q.mu.pow(2) + q.logvar.exp() - 1.0 - q.logvar).sum(dim=-1)
+
+
+def kl_gaussians(q: Gaussian, p: Gaussian) -> torch.Tensor:
+    """Analytic KL(q || p) per row for diagonal Gaussians, summed over latent dims [B].
+
+    0.5 * sum(logvar_p - logvar_q + (var_q + (mu_q - mu_p)^2) / var_p - 1).
+    """
+    if q.mu.shape != p.mu.shape:
+        raise DataError(f"kl_gaussians: q has shape {tuple(q.mu.shape)}, p has {tuple(p.mu.shape)}")
+    ratio = torch.exp(q.logvar - p.logvar)
+    mahal = (q.mu - p.mu).pow(2) * torch.exp(-p.logvar)
+    return 0.5 * (p.logvar - q.logvar + ratio + mahal - 1.0).sum(dim=-1)
