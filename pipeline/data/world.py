@@ -181,27 +181,35 @@ def draw_tastes(rng: np.random.Generator, n: int, shares: np.ndarray, concentrat
     return pi
 
 
-def choose(
-    rng: np.random.Generator, videos: pd.DataFrame, music: pd.DataFrame, base_logit: np.ndarray,
-    taste: np.ndarray | None, p: WorldParams, chunk: int = 2048, desc: str = "choices",
-) -> np.ndarray:
-    """Index of the chosen music per video by Gumbel-max over the choice logits, chunked over videos.
-
-    base_logit[m] = a * log pop(m); taste[v] = pi_{u(v)} (None for PGC: chosen by compatibility alone).
-    """
-    genre_idx = pd.Categorical(music["genre"], categories=GENRES).codes
-    chosen = np.empty(len(videos), dtype=np.int64)
+def compatibility_matrix(videos: pd.DataFrame, music: pd.DataFrame, w: CompatibilityWeights,
+                         chunk: int = 4096, desc: str = "compatibility") -> np.ndarray:
+    """c(v, m) for every pair as float16, computed in chunks (146k x 3k is 0.9 GB at half precision)."""
+    out = np.empty((len(videos), len(music)), dtype=np.float16)
     starts = range(0, len(videos), chunk)
     for s in tqdm(starts, desc=desc, disable=len(starts) < 8, leave=False):
-        part = videos.iloc[s : s + chunk]
-        logits = compatibility(part, music, p.compatibility)
+        out[s : s + chunk] = compatibility(videos.iloc[s : s + chunk], music, w)
+    return out
+
+
+def choose(
+    rng: np.random.Generator, compat: np.ndarray, genre_idx: np.ndarray, base_logit: np.ndarray,
+    taste: np.ndarray | None, p: WorldParams, chunk: int = 4096,
+) -> np.ndarray:
+    """Index of the chosen music per row of `compat` by Gumbel-max over the choice logits.
+
+    logit = c(v, m) / tau + a * log pop(m) [base_logit] + b * log pi_u(g_m) [taste: pi of each row's
+    uploader; None for PGC, which is chosen by compatibility alone].
+    """
+    chosen = np.empty(len(compat), dtype=np.int64)
+    for s in range(0, len(compat), chunk):
+        logits = compat[s : s + chunk].astype(np.float32)
         logits *= np.float32(1.0 / p.temperature)
         logits += base_logit.astype(np.float32)[None, :]
         if taste is not None:
             pi = np.maximum(taste[s : s + chunk][:, genre_idx], 1e-6)
             logits += np.float32(p.preference_exponent) * np.log(pi).astype(np.float32)
         logits += rng.gumbel(size=logits.shape).astype(np.float32)
-        chosen[s : s + len(part)] = np.argmax(logits, axis=1)
+        chosen[s : s + len(logits)] = np.argmax(logits, axis=1)
     return chosen
 
 
@@ -229,16 +237,17 @@ def simulate(p: WorldParams) -> dict:
 
     # UGC choices over the pool; music used by fewer than min_videos_per_music videos leaves the pool
     # (TT-150k was filtered the same way) and the videos that chose it choose again among what is left.
+    compat = compatibility_matrix(ugc, music, p.compatibility, desc="UGC compatibility")
+    genre_idx = pd.Categorical(music["genre"], categories=GENRES).codes
     keep = np.ones(p.n_music, dtype=bool)
     chosen = np.full(p.n_videos, -1)
     redo = np.ones(p.n_videos, dtype=bool)
     for _ in range(50):
         pool = np.flatnonzero(keep)
-        sub = music.iloc[pool].reset_index(drop=True)
-        base = p.popularity_exponent * np.log(sub["pop_weight"].to_numpy())
+        base = p.popularity_exponent * np.log(music["pop_weight"].to_numpy()[pool])
         idx = np.flatnonzero(redo)
-        picks = choose(rng, ugc.iloc[idx], sub, base, tastes[owner[idx]], p, desc="UGC choices")
-        chosen[idx] = pool[picks]
+        rows = compat[idx][:, pool] if len(pool) < p.n_music else compat[idx]
+        chosen[idx] = pool[choose(rng, rows, genre_idx[pool], base, tastes[owner[idx]], p)]
         counts = np.bincount(chosen, minlength=p.n_music)
         drop = keep & (counts < p.min_videos_per_music)
         if not drop.any():
@@ -260,12 +269,15 @@ def simulate(p: WorldParams) -> dict:
     pgc = draw_videos(rng, p.n_pgc, "p")
     channel_tastes = draw_tastes(rng, p.n_channels, shares, p.preference_concentration)
     channel = rng.integers(0, p.n_channels, p.n_pgc)
-    pgc_chosen = choose(rng, pgc, music, np.zeros(len(music)), None, p, desc="PGC choices")
+    pgc_compat = compatibility_matrix(pgc, music, p.compatibility, desc="PGC compatibility")
+    pgc_chosen = choose(rng, pgc_compat, genre_idx[pool], np.zeros(len(music)), None, p)
 
     corpus = draw_music(rng, p.n_corpus_per_genre * len(GENRES), np.full(len(GENRES), 1 / len(GENRES)), "g")
     return {
         "music": music, "ugc": ugc, "pgc": pgc, "corpus": corpus,
         "ugc_choice": chosen, "pgc_choice": pgc_chosen,
+        # c(v, m) of every UGC video to the initial pool (columns `pool` are the final pool), and of PGC
+        "ugc_compat": compat, "pool": pool, "pgc_compat": pgc_compat,
         "uploader_ids": uploader_ids, "tastes": tastes, "owner": owner,
         "channel_ids": np.array(_ids("c", p.n_channels)), "channel_tastes": channel_tastes, "channel": channel,
         "rng": rng,

@@ -15,7 +15,6 @@ from pathlib import Path
 
 import numpy as np
 import pandas as pd
-from tqdm import tqdm
 
 from pipeline.data import captions as cap
 from pipeline.data import world as W
@@ -50,12 +49,11 @@ def tables(p: W.WorldParams, sim: dict) -> tuple[pd.DataFrame, pd.DataFrame, pd.
     latents = pd.concat([ugc, pgc], ignore_index=True).sort_values("video_id", kind="stable")
     latents = latents.reset_index(drop=True)
     latents["text"] = cap.captions(rng, latents, latents["language"].to_numpy(), p.caption_missing)
-    m_index = pd.Series(np.arange(len(music)), index=music["music_id"])
-    compat_choice = np.empty(len(latents))
-    for s in range(0, len(latents), 8192):
-        part = latents.iloc[s : s + 8192]
-        c = W.compatibility(part, music, p.compatibility)
-        compat_choice[s : s + len(part)] = c[np.arange(len(part)), m_index[part["music_id"]].to_numpy()]
+    compat_choice = np.concatenate([
+        sim["pgc_compat"][np.arange(len(pgc)), sim["pgc_choice"]],
+        sim["ugc_compat"][np.arange(len(ugc)), sim["pool"][sim["ugc_choice"]]],
+    ]).astype(np.float64)
+    assert latents["video_id"].tolist() == pgc["video_id"].tolist() + ugc["video_id"].tolist()
     latents["popularity"] = video_popularity(rng, compat_choice)
 
     videos = latents[["video_id", "uploader_id", "kind"]].copy()
@@ -89,10 +87,13 @@ def write_truth(out: Path, p: W.WorldParams, sim: dict, latents: pd.DataFrame) -
     write_parquet(ups, t / "uploaders.parquet")
     write_ids(latents["video_id"], t / VIDEO_IDS_FILE)
     write_ids(music["music_id"], t / MUSIC_IDS_FILE)
+    # rows in sorted video-id order: PGC ids ("p...") sort before UGC ids ("v...")
+    n_pgc = len(sim["pgc_compat"])
     with atomic_path(t / "compatibility.npy") as tmp:
         mm = np.lib.format.open_memmap(tmp, mode="w+", dtype=np.float16, shape=(len(latents), len(music)))
-        for s in tqdm(range(0, len(latents), 8192), desc="truth", leave=False, disable=len(latents) < 50000):
-            mm[s : s + 8192] = W.compatibility(latents.iloc[s : s + 8192], music, p.compatibility)
+        mm[:n_pgc] = sim["pgc_compat"]
+        for s in range(0, len(sim["ugc_compat"]), 8192):
+            mm[n_pgc + s : n_pgc + s + 8192] = sim["ugc_compat"][s : s + 8192][:, sim["pool"]]
         mm.flush()
         del mm
     write_json({"params": W.params_dict(p), "genres": list(GENRES), "affinity": W.AFFINITY.tolist(),

@@ -1,0 +1,19 @@
+"""Stage `world`: simulate the causal world (DESIGN section 2) into data/world/."""
+from pathlib import Path
+
+from pipeline.config import from_group
+from pipeline.data.world import WorldParams
+from pipeline.data.worldgen import build_world
+from stages.common import setup
+
+OUT = Path("data/world")
+
+
+def main() -> None:
+    params = from_group(WorldParams, setup("world"), "world")
+    info = build_world(params, OUT)
+    print(f"world: {info}")
+
+
+if __name__ == "__main__":  # the renderer's worker pool spawns processes that re-import this module
+    main()
