@@ -78,7 +78,9 @@ def envelope_period(env: np.ndarray, lo_lag: float, hi_lag: float) -> tuple[floa
     the period is the least-squares slope through the origin of the refined peak lags (lag_k = k * period).
     """
     x = np.asarray(env, float)
-    x = np.log1p(x / (np.median(x) + 1e-9))  # compress: a scene cut's flow spike must not outweigh the beat
+    # compress, then cap at the 90th percentile: a few scene cuts' flow spikes must not outweigh the beats
+    x = np.log1p(x / (np.median(x) + 1e-9))
+    x = np.minimum(x, np.quantile(x, 0.9))
     x = x - x.mean()
     # a pulse 1-2 samples wide on a grid that is not a multiple of the period lands on alternating spacings
     # (5, 5, 6, ... for 5.3); smoothing by a sample blurs that jitter so the true period still peaks
@@ -95,6 +97,11 @@ def envelope_period(env: np.ndarray, lo_lag: float, hi_lag: float) -> tuple[floa
         return float("nan"), 0.0
     top = max(ac[i] for i in peaks)
     first = next(i for i in peaks if ac[i] >= 0.7 * top)
+    for k in (3, 2):  # a period off the sample grid can peak higher at the multiple that lands on it (3 x 5.3)
+        sub = [i for i in peaks if abs(_parabolic(ac, i) * k - _parabolic(ac, first)) <= 1.0 and ac[i] >= 0.5 * ac[first]]
+        if sub:
+            first = sub[0]
+            break
     period = _parabolic(ac, first)
     ks, lags = [1.0], [period]
     for k in range(2, 9):  # refine with the multiples that still overlap at least a third of the envelope
@@ -260,6 +267,7 @@ def beat_alignment(visual_times: np.ndarray, music_times: np.ndarray, video_temp
             m = (m[:-1, None] + np.diff(m)[:, None] * frac).ravel()
             m = np.append(m, np.sort(np.asarray(music_times, float))[-1])
     period = float(np.median(np.diff(m)))
+    m = np.concatenate([[m[0] - period], m, [m[-1] + period]])  # trackers often skip the first and last beat
     t = v[None, :] + np.arange(-period / 2, period / 2, 0.01)[:, None]  # [offsets, visual beats]
     j = np.clip(np.searchsorted(m, t), 1, len(m) - 1)
     gap = np.minimum(np.abs(t - m[j - 1]), np.abs(t - m[j]))
