@@ -1,0 +1,58 @@
+"""End to end: `dvc repro` on a tiny params file in a fresh copy of the repository."""
+from __future__ import annotations
+
+import os
+import shutil
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+ROOT = Path(__file__).resolve().parents[1]
+BIN = Path(sys.executable).parent
+
+
+def _run(args, cwd, **kw):
+    env = dict(os.environ, PATH=f"{BIN}{os.pathsep}{os.environ['PATH']}", BGM_LOG="WARNING")
+    r = subprocess.run(args, cwd=cwd, env=env, capture_output=True, text=True, **kw)
+    assert r.returncode == 0, f"{args} failed:\n{r.stdout[-3000:]}\n{r.stderr[-3000:]}"
+    return r.stdout + r.stderr
+
+
+@pytest.fixture(scope="module")
+def repo(tmp_path_factory):
+    """The tracked files (and uncommitted edits to them) copied into a new git repository."""
+    dst = tmp_path_factory.mktemp("e2e") / "repo"
+    files = subprocess.run(["git", "ls-files", "-co", "--exclude-standard"], cwd=ROOT, capture_output=True,
+                           text=True, check=True).stdout.split()
+    for f in files:
+        if (ROOT / f).is_file():
+            (dst / f).parent.mkdir(parents=True, exist_ok=True)
+            shutil.copy2(ROOT / f, dst / f)
+    shutil.copy2(ROOT / "tests/e2e/params.yaml", dst / "params.yaml")
+    (dst / "dvc.lock").unlink(missing_ok=True)
+    _run(["git", "init", "-q"], dst)
+    _run(["git", "-c", "user.name=ci", "-c", "user.email=ci@example.invalid", "add", "-A"], dst)
+    _run(["git", "-c", "user.name=ci", "-c", "user.email=ci@example.invalid", "commit", "-qm", "e2e"], dst)
+    return dst
+
+
+@pytest.mark.slow
+def test_dvc_repro_runs_then_is_up_to_date(repo):
+    _run(["dvc", "repro"], repo)
+    for path in ("data/raw/videos.parquet", "data/raw/music.parquet", "data/raw/pairs.parquet",
+                 "data/raw/truth/compatibility.npy", "data/raw/source.json"):
+        assert (repo / path).exists(), path
+    out = _run(["dvc", "repro"], repo)
+    assert "up to date" in out and "Running stage" not in out
+    out = _run(["dvc", "status"], repo)
+    assert "up to date" in out
+
+
+@pytest.mark.slow
+def test_dvc_exp_run_with_another_seed(repo):
+    _run(["git", "-c", "user.name=ci", "-c", "user.email=ci@example.invalid", "add", "dvc.lock"], repo)
+    _run(["git", "-c", "user.name=ci", "-c", "user.email=ci@example.invalid", "commit", "-qm", "lock"], repo)
+    out = _run(["dvc", "exp", "run", "-S", "world.seed=7"], repo)
+    assert "Running stage 'world'" in out
