@@ -1,4 +1,5 @@
 """Stage `world`: simulate the causal world (DESIGN section 2) into data/world/."""
+import argparse
 from pathlib import Path
 
 from pipeline.config import from_group
@@ -10,8 +11,11 @@ OUT = Path("data/world")
 
 
 def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__)
+    parser.add_argument("--out", type=Path, default=OUT, help="where to write the world (default data/world)")
+    args = parser.parse_args()
     params = from_group(WorldParams, setup("world"), "world")
-    info = build_world(params, OUT)
+    info = build_world(params, args.out)
     print(f"world: {info}")
 
 

@@ -81,8 +81,8 @@ def envelope_period(env: np.ndarray, lo_lag: float, hi_lag: float) -> tuple[floa
     # compress, then cap at the 90th percentile: a few scene cuts' flow spikes must not outweigh the beats
     x = np.log1p(x / (np.median(x) + 1e-9))
     x = np.minimum(x, np.quantile(x, 0.9))
-    # the onset strength (rises only) keeps the pulse and drops slow drifts of the motion level
-    x = np.maximum(np.diff(x, prepend=x[0]), 0.0)
+    # high-pass: slow drifts of the motion level (a calmer second half) would swamp long lags
+    x = x - scipy.ndimage.uniform_filter1d(x, max(3, int(round(1.5 * hi_lag))), mode="nearest")
     x = x - x.mean()
     # a pulse 1-2 samples wide on a grid that is not a multiple of the period lands on alternating spacings
     # (5, 5, 6, ... for 5.3); smoothing by a sample blurs that jitter so the true period still peaks
