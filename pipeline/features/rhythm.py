@@ -69,7 +69,7 @@ def _parabolic(y: np.ndarray, i: int) -> float:
     return float(i) if den >= 0 else i + 0.5 * (a - c) / den
 
 
-def envelope_period(env: np.ndarray, lo_lag: float, hi_lag: float) -> tuple[float, float]:
+def envelope_period(env: np.ndarray, lo_lag: float, hi_lag: float, _detrended: bool = False) -> tuple[float, float]:
     """(period in samples, clarity in [0, 1]) of a pulse envelope by autocorrelation; (nan, 0) if none.
 
     Octave handling: of the autocorrelation peaks in [lo_lag, hi_lag], the shortest whose height reaches 70%
@@ -81,8 +81,6 @@ def envelope_period(env: np.ndarray, lo_lag: float, hi_lag: float) -> tuple[floa
     # compress, then cap at the 90th percentile: a few scene cuts' flow spikes must not outweigh the beats
     x = np.log1p(x / (np.median(x) + 1e-9))
     x = np.minimum(x, np.quantile(x, 0.9))
-    # high-pass: slow drifts of the motion level (a calmer second half) would swamp long lags
-    x = x - scipy.ndimage.uniform_filter1d(x, max(3, int(round(1.5 * hi_lag))), mode="nearest")
     x = x - x.mean()
     # a pulse 1-2 samples wide on a grid that is not a multiple of the period lands on alternating spacings
     # (5, 5, 6, ... for 5.3); smoothing by a sample blurs that jitter so the true period still peaks
@@ -95,12 +93,16 @@ def envelope_period(env: np.ndarray, lo_lag: float, hi_lag: float) -> tuple[floa
     last = min(int(np.ceil(hi_lag)) + 1, n - 2)  # at least two overlapping samples at every lag used
     peaks = [i for i in range(max(1, int(np.floor(lo_lag))), last + 1)
              if ac[i] > 0 and ac[i] >= ac[i - 1] and ac[i] >= ac[i + 1] and lo_lag <= _parabolic(ac, i) <= hi_lag]
+    if not peaks and not _detrended:  # slow drifts of the motion level can swamp long lags: high-pass, retry
+        slow = scipy.ndimage.uniform_filter1d(np.asarray(env, float), max(3, int(round(1.5 * hi_lag))), mode="nearest")
+        return envelope_period(np.maximum(np.asarray(env, float) - slow, 0.0), lo_lag, hi_lag, _detrended=True)
     if not peaks:
         return float("nan"), 0.0
     top = max(ac[i] for i in peaks)
     first = next(i for i in peaks if ac[i] >= 0.7 * top)
     for k in (3, 2):  # a period off the sample grid can peak higher at the multiple that lands on it (3 x 5.3)
-        sub = [i for i in peaks if abs(_parabolic(ac, i) * k - _parabolic(ac, first)) <= 1.0 and ac[i] >= 0.5 * ac[first]]
+        long_lag = _parabolic(ac, first)
+        sub = [i for i in peaks if abs(k * _parabolic(ac, i) - long_lag) <= 1.0 and ac[i] >= 0.5 * ac[first]]
         if sub:
             first = sub[0]
             break
