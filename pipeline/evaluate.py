@@ -1,0 +1,199 @@
+"""Evaluation of every model on every test set: weighted Recall/NDCG@K under the sampled (100-negative) and
+full-ranking protocols, and, on the simulated world, metrics against the true compatibility.
+
+This is the ONLY library module that reads the world's truth (`data/raw/truth/`); training never does.
+"""
+from __future__ import annotations
+
+import logging
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Mapping, Sequence
+
+import numpy as np
+import pandas as pd
+import torch
+
+from pipeline.data.schema import GENRES, MUSIC_IDS_FILE, VIDEO_IDS_FILE
+from pipeline.errors import DataError
+from pipeline.io import atomic_path, read_ids
+from pipeline.metrics import DEFAULT_KS, ScoreMatrix, full_ranks, ranking_metrics, sampled_ranks, truth_metrics
+from pipeline.sampling.dataset import Dataset
+from pipeline.train import Features, embed, music_genre_matrix
+
+log = logging.getLogger(__name__)
+
+# Eval-set suffix -> the name metrics use; "test" takes the scheme's own name (weak, strong, intervention_X).
+SET_NAMES = {"diverse": "t_diverse", "matching": "t_matching"}
+PROTOCOLS = ("sampled", "full")
+
+
+@dataclass
+class Truth:
+    """The simulated world's truth restricted to the dataset's videos (rows) and music (columns)."""
+
+    video_ids: list[str]
+    music_ids: list[str]
+    compatibility: np.ndarray  # float16 [V, M] c(v, m), the graded relevance
+    music_genre: np.ndarray  # int64 [M] true genre code (index in GENRES)
+    uploader_taste: dict[str, np.ndarray]  # uploader_id -> true pi_u (for reports; not used by the metrics)
+
+    def rows(self, video_ids) -> np.ndarray:
+        index = {v: i for i, v in enumerate(self.video_ids)}
+        missing = [v for v in video_ids if v not in index]
+        if missing:
+            raise DataError(f"truth: video {missing[0]!r} has no compatibility row")
+        return np.array([index[v] for v in video_ids], dtype=np.int64)
+
+
+def _index(pool: list[str], ids: Sequence[str], where: str) -> np.ndarray:
+    index = {v: i for i, v in enumerate(pool)}
+    for v in ids:
+        if v not in index:
+            raise DataError(f"{where}: id {v!r} is missing; expected every dataset id to be listed")
+    return np.array([index[v] for v in ids], dtype=np.int64)
+
+
+def load_truth(truth_dir: str | Path, video_ids: Sequence[str], music_ids: Sequence[str]) -> Truth:
+    """Read compatibility.npy (float16, rows/columns in truth/{video,music}_ids.txt order), the true genres
+    (music_latents.parquet) and tastes (uploaders.parquet), restricted to `video_ids` x `music_ids`."""
+    d = Path(truth_dir)
+    for name in ("compatibility.npy", VIDEO_IDS_FILE, MUSIC_IDS_FILE, "music_latents.parquet"):
+        if not (d / name).exists():
+            raise DataError(f"{d / name}: missing; truth exists only for a simulated world")
+    all_videos, all_music = read_ids(d / VIDEO_IDS_FILE), read_ids(d / MUSIC_IDS_FILE)
+    compat = np.load(d / "compatibility.npy", mmap_mode="r")
+    if compat.shape != (len(all_videos), len(all_music)):
+        raise DataError(f"{d / 'compatibility.npy'}: shape {compat.shape}, expected "
+                        f"({len(all_videos)}, {len(all_music)}) from the id files")
+    rows = _index(all_videos, list(video_ids), f"{d / VIDEO_IDS_FILE}")
+    cols = _index(all_music, list(music_ids), f"{d / MUSIC_IDS_FILE}")
+    order = np.argsort(rows, kind="stable")  # read the memmap in file order, then restore
+    sub = np.empty((len(rows), len(cols)), dtype=np.float16)
+    sub[order] = np.asarray(compat[rows[order]])[:, cols]
+    latents = pd.read_parquet(d / "music_latents.parquet", columns=["music_id", "genre"])
+    genre_of = latents.set_index("music_id")["genre"]
+    missing = [m for m in music_ids if m not in genre_of.index]
+    if missing:
+        raise DataError(f"{d / 'music_latents.parquet'}: music {missing[0]!r} has no true genre")
+    genres = genre_of.loc[list(music_ids)]
+    bad = ~genres.isin(GENRES)
+    if bad.any():
+        raise DataError(f"{d / 'music_latents.parquet'}: music {genres.index[bad][0]!r} has genre "
+                        f"{genres[bad].iloc[0]!r}, not in {GENRES}")
+    taste = {}
+    if (d / "uploaders.parquet").exists():
+        ups = pd.read_parquet(d / "uploaders.parquet")
+        taste = {str(u): np.asarray(t, dtype=np.float64) for u, t in zip(ups["uploader_id"], ups["taste"])}
+    return Truth(list(video_ids), list(music_ids), sub, np.array([GENRES.index(g) for g in genres], dtype=np.int64),
+                 taste)
+
+
+def eval_set_names(dataset: Dataset) -> dict[str, str]:
+    """Metric name -> eval-set key: each scheme's test set, T_diverse and T_matching (when present)."""
+    out = {}
+    for key in dataset.eval_sets:
+        scheme, part = key.rsplit("/", 1)
+        if part == "test":
+            out[scheme] = key
+        elif part in SET_NAMES:
+            out[SET_NAMES[part]] = key
+    return out
+
+
+def majority_genre(dataset: Dataset, scheme: str, video_ids: Sequence[str]) -> np.ndarray:
+    """Per video: argmax of its uploader's TRAINING genre distribution under `scheme` (ties: first genre)."""
+    dists = dataset.uploader_dists(scheme)
+    major = pd.Series(dists[list(GENRES)].to_numpy().argmax(axis=1), index=dists["uploader_id"].to_numpy())
+    uploader = dataset.ugc.set_index("video_id").loc[list(video_ids), "uploader_id"]
+    missing = ~uploader.isin(major.index)
+    if missing.any():
+        raise DataError(f"dataset {scheme}: video {uploader.index[missing][0]!r} has an uploader "
+                        f"({uploader[missing].iloc[0]!r}) with no genre distribution")
+    return major.loc[uploader.to_numpy()].to_numpy(dtype=np.int64)
+
+
+@torch.no_grad()
+def evaluate_model(model, features: Features, dataset: Dataset, truth: Truth | None = None,
+                   ks: Sequence[int] = DEFAULT_KS, *, sets: Sequence[str] | None = None,
+                   primary: str | None = None, music_genre: np.ndarray | None = None) -> dict[str, float]:
+    """Flat metrics `<set>/<sampled|full>/<recall|ndcg>@K`, and with `truth` `<set>/truth/<metric>@K`
+    plus `truth/<metric>@K` for the `primary` set (default: the scheme T_diverse/T_matching came from).
+
+    Scores come from model.video_embedding / music_embedding (what inference ranks with). `sets` limits
+    the test sets by metric name: a model trained on one scheme should be scored on that scheme's test set
+    and the intervened sets drawn from it; another scheme's test videos may be in its training set.
+    """
+    names = eval_set_names(dataset)
+    if sets is not None:
+        unknown = sorted(set(sets) - set(names))
+        if unknown:
+            raise DataError(f"evaluate: test set(s) {unknown} not in the dataset; have {sorted(names)}")
+        names = {n: names[n] for n in sets}
+    if not names:
+        raise DataError(f"evaluate: the dataset holds no test set (eval sets: {sorted(dataset.eval_sets)})")
+    primary = primary or dataset.info.get("intervene_scheme") or next(iter(names))
+    device = next(model.parameters()).device
+    was = model.training
+    model.eval()
+    try:
+        genre = music_genre if music_genre is not None else music_genre_matrix(dataset)
+        music_rows = features.music_rows(dataset.music_ids, "dataset music")
+        music_z = embed(model.music_embedding, {"music": features.music[music_rows].to(device),
+                                                "music_genre": torch.as_tensor(genre, dtype=torch.float32,
+                                                                               device=device)})
+        out: dict[str, float] = {}
+        for name, key in names.items():
+            es = dataset.eval_sets[key]
+            rows = features.video_rows(list(es.video_id), f"test set {key}")
+            video_z = embed(model.video_embedding, {k: v.to(device) for k, v in features.video_batch(rows).items()})
+            scores = ScoreMatrix(video_emb=video_z, music_emb=music_z)
+            candidates = np.concatenate([es.positive[:, None], es.negatives], axis=1)
+            ranks = {"sampled": sampled_ranks(scores, candidates), "full": full_ranks(scores, es.positive)}
+            for protocol in PROTOCOLS:
+                for metric, value in ranking_metrics(ranks[protocol], ks, es.weight).items():
+                    out[f"{name}/{protocol}/{metric}"] = value
+            if truth is not None:
+                rel = truth.compatibility[truth.rows(list(es.video_id))].astype(np.float32)
+                major = majority_genre(dataset, key.rsplit("/", 1)[0], list(es.video_id))
+                for metric, value in truth_metrics(scores, rel, ks, truth.music_genre, major).items():
+                    out[f"{name}/truth/{metric.replace('truth_', '')}"] = value
+            log.info("%s: %d videos, full recall@%d %.4f", name, len(es.video_id), ks[-1],
+                     out[f"{name}/full/recall@{ks[-1]}"])
+    finally:
+        model.train(was)
+    if truth is not None and primary in names:
+        prefix = f"{primary}/truth/"
+        out.update({"truth/" + k[len(prefix):]: v for k, v in list(out.items()) if k.startswith(prefix)})
+    return out
+
+
+def evaluate_models(models: Mapping[str, object], features: Features, dataset: Dataset, truth: Truth | None = None,
+                    ks: Sequence[int] = DEFAULT_KS, **kwargs) -> dict[str, dict[str, float]]:
+    """evaluate_model for each named model (student, student without teacher, CMVAE, DecRS, ...)."""
+    return {name: evaluate_model(m, features, dataset, truth, ks, **kwargs) for name, m in models.items()}
+
+
+def plot_table(metrics: Mapping[str, float]) -> pd.DataFrame:
+    """Long table (set, protocol, k, recall, ndcg) of the sampled/full metrics, sorted, for `dvc plots`."""
+    rows: dict[tuple, dict] = {}
+    for key, value in metrics.items():
+        parts = key.split("/")
+        if len(parts) != 3 or parts[1] not in PROTOCOLS:
+            continue
+        metric, k = parts[2].split("@")
+        rows.setdefault((parts[0], parts[1], int(k)), {})[metric] = value
+    table = pd.DataFrame([{"set": s, "protocol": p, "k": k, "recall": v.get("recall"), "ndcg": v.get("ndcg")}
+                          for (s, p, k), v in rows.items()], columns=["set", "protocol", "k", "recall", "ndcg"])
+    return table.sort_values(["set", "protocol", "k"], kind="stable").reset_index(drop=True)
+
+
+def write_plots(metrics: Mapping[str, float], out_dir: str | Path, model_name: str) -> Path:
+    """Write `<out_dir>/<model_name>.csv` (K vs recall/ndcg per test set and protocol) atomically."""
+    path = Path(out_dir) / f"{model_name}.csv"
+    table = plot_table(metrics)
+    if table.empty:
+        raise DataError(f"write_plots({model_name}): no <set>/<sampled|full>/<metric>@K entries in the metrics")
+    with atomic_path(path) as tmp:
+        table.to_csv(tmp, index=False, float_format="%.6f")
+    return path
