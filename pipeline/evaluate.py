@@ -110,7 +110,7 @@ def majority_genre(dataset: Dataset, scheme: str, video_ids: Sequence[str]) -> n
     if missing.any():
         raise DataError(f"dataset {scheme}: video {uploader.index[missing][0]!r} has an uploader "
                         f"({uploader[missing].iloc[0]!r}) with no genre distribution")
-    return major.loc[uploader.to_numpy()].to_numpy(dtype=np.int64)
+    return np.array(major.loc[uploader.to_numpy()].to_numpy(), dtype=np.int64)
 
 
 @torch.no_grad()
@@ -149,7 +149,7 @@ def evaluate_model(model, features: Features, dataset: Dataset, truth: Truth | N
             video_z = embed(model.video_embedding, {k: v.to(device) for k, v in features.video_batch(rows).items()})
             scores = ScoreMatrix(video_emb=video_z, music_emb=music_z)
             candidates = np.concatenate([es.positive[:, None], es.negatives], axis=1)
-            ranks = {"sampled": sampled_ranks(scores, candidates), "full": full_ranks(scores, es.positive)}
+            ranks = {"sampled": sampled_ranks(scores, candidates), "full": full_ranks(scores, np.array(es.positive))}
             for protocol in PROTOCOLS:
                 for metric, value in ranking_metrics(ranks[protocol], ks, es.weight).items():
                     out[f"{name}/{protocol}/{metric}"] = value

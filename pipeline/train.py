@@ -14,6 +14,7 @@ from pathlib import Path
 from typing import Callable, Mapping
 
 import numpy as np
+import pandas as pd
 import torch
 from tqdm import tqdm
 
@@ -74,20 +75,23 @@ class Features:
         return _rows(self.music_ids, ids, f"{where} (features/{MUSIC_IDS_FILE})")
 
     def video_batch(self, rows: torch.Tensor) -> dict[str, torch.Tensor]:
-        out = {"visual": self.visual[rows]}
-        if self.text is not None:
-            out["text"], out["text_mask"] = self.text[rows], self.text_mask[rows]
-        return out
+        return _video_batch(self, rows)
+
+
+def _video_batch(src, rows: torch.Tensor) -> dict[str, torch.Tensor]:
+    """The video part of a model batch (visual, and text with its mask when the data has text)."""
+    out = {"visual": src.visual[rows]}
+    if src.text is not None:
+        out["text"], out["text_mask"] = src.text[rows], src.text_mask[rows]
+    return out
 
 
 def _rows(pool: list[str], ids, where: str) -> torch.Tensor:
-    index = {v: i for i, v in enumerate(pool)}
-    out = np.empty(len(ids), dtype=np.int64)
-    for j, v in enumerate(ids):
-        if v not in index:
-            raise DataError(f"{where}: id {v!r} has no feature row")
-        out[j] = index[v]
-    return torch.from_numpy(out)
+    ids = list(ids)
+    idx = pd.Index(pool).get_indexer(ids)
+    if (idx < 0).any():
+        raise DataError(f"{where}: id {ids[int(np.flatnonzero(idx < 0)[0])]!r} has no feature row")
+    return torch.from_numpy(idx.astype(np.int64))
 
 
 def load_features(features_dir: str | Path) -> Features:
@@ -161,10 +165,7 @@ class TrainData:
         return TrainData(**moved)
 
     def video_batch(self, rows: torch.Tensor) -> dict[str, torch.Tensor]:
-        out = {"visual": self.visual[rows]}
-        if self.text is not None:
-            out["text"], out["text_mask"] = self.text[rows], self.text_mask[rows]
-        return out
+        return _video_batch(self, rows)
 
     def music_batch(self, rows: torch.Tensor | None = None) -> dict[str, torch.Tensor]:
         if rows is None:
@@ -258,7 +259,7 @@ def validation_recall(model, data: TrainData, k: int) -> float:
     try:
         video_z = embed(model.video_embedding, data.video_batch(data.val_video))
         music_z = embed(model.music_embedding, data.music_batch())
-        ranks = sampled_ranks((video_z, music_z), data.val_candidates.to(video_z.device))
+        ranks = sampled_ranks((video_z, music_z), data.val_candidates.cpu().numpy())
     finally:
         model.train(was)
     return recall_at_k(ranks, k, data.val_weight)
@@ -324,10 +325,10 @@ def _precompute_teacher(teacher, data: TrainData) -> None:
     for p in teacher.parameters():
         p.requires_grad_(False)
     vb = data.video_batch(torch.arange(data.visual.shape[0], device=data.visual.device))
-    mu, logvar = teacher_posteriors(teacher, "video", vb)
-    data.teacher["teacher_video_mu"], data.teacher["teacher_video_logvar"] = mu, logvar
-    mu, logvar = teacher_posteriors(teacher, "music", {"music": data.music})
-    data.teacher["teacher_music_mu"], data.teacher["teacher_music_logvar"] = mu, logvar
+    for side, batch in (("video", vb), ("music", {"music": data.music})):
+        mu, logvar = teacher_posteriors(teacher, side, batch)
+        data.teacher[f"teacher_{side}_mu"] = mu.to(data.visual.device)
+        data.teacher[f"teacher_{side}_logvar"] = logvar.to(data.visual.device)
 
 
 def fit(model, data: TrainData, cfg: TrainConfig, out_dir: str | Path, live=None, teacher=None, *,
@@ -351,7 +352,7 @@ def fit(model, data: TrainData, cfg: TrainConfig, out_dir: str | Path, live=None
         teacher.to(device)
         _precompute_teacher(teacher, data)
     if hasattr(model, "set_prior"):  # DebCM: the training-mean uploader distribution used at inference
-        model.set_prior(data.prior)
+        model.set_prior(np.array(data.prior, dtype=np.float64))
     optimizer = torch.optim.Adam(model.parameters(), lr=cfg.lr, weight_decay=cfg.weight_decay)
     config = dataclasses.asdict(cfg)
     state = {"epoch": 0, "best_score": -1.0, "best_epoch": -1, "best_state": None, "bad_evals": 0,
@@ -384,20 +385,20 @@ def fit(model, data: TrainData, cfg: TrainConfig, out_dir: str | Path, live=None
             # A generator per epoch seeded from (seed, epoch): the order does not depend on earlier epochs.
             gen = torch.Generator().manual_seed(cfg.seed * 1_000_003 + epoch)
             order = torch.randperm(n, generator=gen).to(device)
-            sums: dict[str, float] = {}
+            sums: dict[str, torch.Tensor] = {}
             n_batches = 0
             for start in range(0, n, cfg.batch_size):
                 terms = model.loss(data.batch(order[start:start + cfg.batch_size]))
-                if not bool(torch.isfinite(terms["total"])):
-                    raise DataError(f"fit: epoch {epoch}, batch at row {start}: loss is {float(terms['total'])}; "
-                                    "lower train.lr or check the features for extreme values")
                 optimizer.zero_grad(set_to_none=True)
                 terms["total"].backward()
                 optimizer.step()
-                for k, v in terms.items():
-                    sums[k] = sums.get(k, 0.0) + float(v.detach())
+                for k, v in terms.items():  # summed on the device: no host sync per batch
+                    sums[k] = sums[k] + v.detach() if k in sums else v.detach().clone()
                 n_batches += 1
-            record = {f"train/{k}": v / n_batches for k, v in sums.items()}
+            record = {f"train/{k}": float(v) / n_batches for k, v in sums.items()}
+            if not np.isfinite(record["train/total"]):
+                raise DataError(f"fit: epoch {epoch}: mean loss is {record['train/total']}; lower train.lr or "
+                                "check the features for extreme values")
             if (epoch + 1) % cfg.eval_every == 0 or epoch + 1 == cfg.epochs:
                 score = validation_recall(model, data, cfg.val_k)
                 record[f"val/recall@{cfg.val_k}"] = score
