@@ -42,6 +42,9 @@ def repo(tmp_path_factory):
 def test_dvc_repro_runs_then_is_up_to_date(repo):
     _run(["dvc", "repro"], repo)
     for path in ("data/raw/videos.parquet", "data/raw/music.parquet", "data/raw/pairs.parquet",
+                 "data/features/video/video_visual.npy", "data/features/music/music_audio.npy",
+                 "data/features/smile/music_smile.npy", "data/features/rhythm.parquet",
+                 "data/genre/labels.parquet", "metrics/genre.json", "data/dataset",
                  "data/raw/truth/compatibility.npy", "data/raw/source.json"):
         assert (repo / path).exists(), path
     out = _run(["dvc", "repro"], repo)

@@ -1,0 +1,201 @@
+"""The extract_video / extract_music / extract_smile / genre / split stage scripts on tiny worlds.
+
+A feature-level world (render: false) runs every stage in seconds (pass-through and shipped genres); the
+rendered world runs the real extractors (TensorFlow and openSMILE each in its own subprocess) and is slow.
+"""
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+import pytest
+import yaml
+
+from pipeline.data.importers import ingest
+from pipeline.data.schema import GENRES
+from pipeline.data.world import WorldParams
+from pipeline.data.worldgen import build_world
+from pipeline.errors import ParamsError
+from pipeline.features.smile import SmilePCA
+from pipeline.genre import lstm
+from pipeline.genre.frames import FrameConfig, clip_frames
+from pipeline.io import read_ids, write_parquet
+from pipeline.sampling.dataset import load_dataset
+from stages import extract_music, extract_smile, extract_video, genre, split
+
+ROOT = Path(__file__).resolve().parents[1]
+TINY = dict(n_music=12, n_videos=60, n_uploaders=6, n_pgc=12, n_channels=2, n_corpus_per_genre=3,
+            music_seconds=3, video_seconds=2, workers=1)
+PARAMS = {
+    "features_video": {"max_frames": 16, "device": "cpu", "on_error": "fail"},
+    "features_music": {"model": "MSD_vgg", "layer": "pool5", "vggish_checkpoint": None, "on_error": "fail"},
+    "features_smile": {"fit_fraction": 0.8, "seed": 0, "workers": 1, "on_error": "fail"},
+    "genre": {"labeller": "lstm", "corpus": "data/raw/genre_corpus", "test_fraction": 0.33, "workers": 1,
+              "frames": {"seconds": 3.0}, "train": {"hidden_size": 16, "max_epochs": 8, "val_fraction": 0.5}},
+    "split": {"seed": 0, "n_negatives": 5, "schemes": ["weak", "strong"], "rhythm": None},
+}
+TIMES: dict[str, float] = {}
+
+
+def _world(root: Path, render: bool) -> Path:
+    build_world(WorldParams(render=render, **TINY), root / "data/world")
+    ingest("world", root / "data/world", root / "data/raw")
+    (root / "params.yaml").write_text(yaml.safe_dump(PARAMS))
+    return root
+
+
+def _in_subprocess(module: str, cwd: Path) -> None:
+    """TensorFlow and openSMILE cannot share a process: each runs as `python -m stages.<name>`."""
+    env = dict(os.environ, PYTHONPATH=str(ROOT), BGM_LOG="WARNING")
+    r = subprocess.run([sys.executable, "-m", module], cwd=cwd, env=env, capture_output=True, text=True)
+    assert r.returncode == 0, r.stderr[-3000:]
+
+
+def _timed(name: str, fn, *args) -> None:
+    start = time.perf_counter()
+    fn(*args)
+    TIMES[name] = time.perf_counter() - start
+
+
+def _finite(path: Path, rows: int, cols: int | None = None) -> np.ndarray:
+    x = np.load(path)
+    assert x.dtype == np.float32 and x.shape[0] == rows and (cols is None or x.shape[1] == cols), (path, x.shape)
+    assert np.isfinite(x).all(), path
+    return x
+
+
+@pytest.fixture(scope="module")
+def rendered(tmp_path_factory):
+    root = _world(tmp_path_factory.mktemp("rendered"), render=True)
+    cwd = os.getcwd()
+    os.chdir(root)
+    try:
+        _timed("extract_video", extract_video.main)
+        _timed("extract_music", _in_subprocess, "stages.extract_music", root)
+        _timed("extract_smile", _in_subprocess, "stages.extract_smile", root)
+        _timed("genre", genre.main)
+        _timed("split", split.main)
+    finally:
+        os.chdir(cwd)
+    print("\nstage wall times on the tiny rendered world (s):", {k: round(v, 1) for k, v in TIMES.items()})
+    return root
+
+
+def test_fit_subset_is_a_stable_hash_share():
+    ids = [f"m{i:05d}" for i in range(4000)]
+    chosen = [extract_smile.in_fit_subset(m, 0, 0.8) for m in ids]
+    assert chosen == [extract_smile.in_fit_subset(m, 0, 0.8) for m in ids]  # no hidden state
+    assert abs(np.mean(chosen) - 0.8) < 0.03  # binomial sd ~0.006
+    assert chosen != [extract_smile.in_fit_subset(m, 1, 0.8) for m in ids]  # the seed matters
+    assert all(extract_smile.in_fit_subset(m, 0, 1.0) for m in ids[:50])
+
+
+def test_bad_params_are_named(tmp_path, monkeypatch):
+    monkeypatch.chdir(tmp_path)
+    for group, value, stage in (("features_video", {"on_error": "ignore"}, extract_video),
+                                ("features_music", {"layer": "nope"}, extract_music),
+                                ("features_smile", {"fit_fraction": 0}, extract_smile),
+                                ("genre", {"labeller": "svm"}, genre), ("split", {"ratio": [1, 1, 1]}, split)):
+        (tmp_path / "params.yaml").write_text(yaml.safe_dump({group: value}))
+        with pytest.raises(ParamsError, match=group.replace("_", "[._]")):  # the libraries say features.music
+            stage.main()
+
+
+def test_feature_level_world_passes_through(tmp_path, monkeypatch):
+    root = _world(tmp_path, render=False)
+    monkeypatch.chdir(root)
+    for stage in (extract_video, extract_music, extract_smile, genre, split):
+        stage.main()
+    for sub, names in (("video", ("video_visual", "video_text", "video_text_mask")), ("music", ("music_audio",)),
+                       ("smile", ("music_smile",))):
+        for name in names:  # byte-identical copies of what the source shipped
+            assert (root / f"data/features/{sub}/{name}.npy").read_bytes() == (root / f"data/raw/features/{name}.npy").read_bytes()
+        assert pd.read_parquet(root / f"data/features/{sub}/failures.parquet").empty
+    labels = pd.read_parquet(root / "data/genre/labels.parquet")
+    music = pd.read_parquet(root / "data/raw/music.parquet").sort_values("music_id")
+    assert labels["genre"].tolist() == music["genre"].tolist()  # shipped labels kept, one-hot
+    assert (labels[[f"p_{g}" for g in GENRES]].to_numpy().max(axis=1) == 1).all()
+    ds = load_dataset(root / "data/dataset")
+    assert set(ds.video_ids) <= set(read_ids(root / "data/features/video/video_ids.txt"))
+    assert ds.music_ids == read_ids(root / "data/features/music/music_ids.txt")
+
+
+@pytest.mark.slow
+def test_extract_video(rendered):
+    videos = pd.read_parquet(rendered / "data/raw/videos.parquet")
+    out = rendered / "data/features/video"
+    ids = read_ids(out / "video_ids.txt")
+    assert ids == sorted(videos["video_id"])
+    _finite(out / "video_visual.npy", len(ids), 1280)
+    text = _finite(out / "video_text.npy", len(ids), 512)
+    mask = np.load(out / "video_text_mask.npy")
+    has_caption = videos.set_index("video_id").loc[ids, "text"].notna().to_numpy()
+    assert (mask == has_caption).all() and (text[mask == 0] == 0).all()
+    assert np.allclose(np.linalg.norm(text[mask == 1], axis=1), 1, atol=1e-4)
+    assert pd.read_parquet(out / "failures.parquet").empty
+
+
+@pytest.mark.slow
+def test_extract_music_and_smile(rendered):
+    music = sorted(pd.read_parquet(rendered / "data/raw/music.parquet")["music_id"])
+    assert read_ids(rendered / "data/features/music/music_ids.txt") == music
+    audio = _finite(rendered / "data/features/music/music_audio.npy", len(music), 128)
+    assert audio.std(axis=0).max() > 0  # clips differ
+    out = rendered / "data/features/smile"
+    assert read_ids(out / "music_ids.txt") == music
+    smile = _finite(out / "music_smile.npy", len(music), 128)
+    pairs = pd.read_parquet(rendered / "data/raw/pairs.parquet")
+    expected = sorted(m for m in pairs.loc[pairs["kind"] == "ugc", "music_id"].unique()
+                      if extract_smile.in_fit_subset(m, 0, 0.8))
+    fit = read_ids(out / "fit_ids.txt")
+    assert fit == expected and len(fit) >= 2  # (the tiny pool keeps 6 music: all may fall in the 80%)
+    k = SmilePCA.load(out / "smile_pca.npz").components.shape[0]
+    assert k == min(128, len(fit) - 1)  # fitted on the fit set only: rank n_fit - 1
+    rows = [music.index(m) for m in fit]
+    assert np.abs(smile[rows, :k].mean(axis=0)).max() < 1e-3 * np.abs(smile[rows, :k]).max()  # centred on the fit set
+    assert (smile[:, k:] == 0).all()
+
+
+@pytest.mark.slow
+def test_genre(rendered):
+    labels = pd.read_parquet(rendered / "data/genre/labels.parquet")
+    music = pd.read_parquet(rendered / "data/raw/music.parquet").sort_values("music_id")
+    assert labels["music_id"].tolist() == music["music_id"].tolist()
+    proba = labels[[f"p_{g}" for g in GENRES]].to_numpy()
+    assert np.isfinite(proba).all() and np.allclose(proba.sum(axis=1), 1, atol=1e-5)
+    assert labels["genre"].tolist() == [GENRES[i] for i in proba.argmax(axis=1)]
+    model = lstm.load(rendered / "data/genre/model.pt")  # relabel one clip from scratch: same probabilities
+    frames = clip_frames(rendered / "data/raw" / music["path"].iloc[0], FrameConfig(**model.meta["frames"]))
+    assert np.allclose(lstm.predict_proba(model, frames[None])[0], proba[0], atol=1e-5)
+    metrics = json.loads((rendered / "metrics/genre.json").read_text())
+    assert metrics["labeller"] == "lstm" and 0 <= metrics["held_out"]["accuracy"] <= 1
+    assert metrics["held_out"]["n"] == 6 and metrics["pool_truth"]["n"] == len(music)
+    truth = pd.read_parquet(rendered / "data/raw/truth/music_latents.parquet").set_index("music_id")
+    hits = (truth.loc[labels["music_id"], "genre"].to_numpy() == labels["genre"].to_numpy()).mean()
+    assert metrics["pool_truth"]["accuracy"] == pytest.approx(hits)
+
+
+@pytest.mark.slow
+def test_split_drops_failed_ids(rendered, monkeypatch):
+    ds = load_dataset(rendered / "data/dataset")
+    assert set(ds.video_ids) <= set(read_ids(rendered / "data/features/video/video_ids.txt"))
+    assert ds.music_ids == read_ids(rendered / "data/features/smile/music_ids.txt")
+    assert {"weak", "strong"} <= set(ds.schemes) and ds.info["dropped"]["videos"] == []
+    gone = ds.video_ids[0]
+    failures = rendered / "data/features/video/failures.parquet"
+    original = failures.read_bytes()
+    monkeypatch.chdir(rendered)
+    try:
+        write_parquet(pd.DataFrame({"video_id": [gone], "path": ["x.mp4"], "reason": ["test"]}), failures)
+        split.main()
+        again = load_dataset(rendered / "data/dataset")
+    finally:
+        failures.write_bytes(original)
+    assert again.video_ids == [v for v in ds.video_ids if v != gone]
+    assert gone not in set(again.splits["video_id"]) and again.info["dropped"]["videos"] == [gone]
