@@ -14,7 +14,7 @@ from sklearn.model_selection import train_test_split
 
 from pipeline.config import from_group
 from pipeline.data.schema import GENRES, read_raw
-from pipeline.errors import ParamsError
+from pipeline.errors import DataError, ParamsError
 from pipeline.genre import lstm
 from pipeline.genre.corpus import read_corpus
 from pipeline.genre.frames import FrameConfig, corpus_frames
@@ -49,6 +49,10 @@ def lstm_labeller(p: GenreParams, corpus: pd.DataFrame, pool: list[str]):
     """(pool probabilities, metrics, model): train on the corpus minus a stratified held-out share."""
     _, frames = corpus_frames(corpus["path"], p.frames, p.workers)  # corpus is sorted by path, as frames are
     y = corpus["genre"].to_numpy()
+    n_test, n_classes = int(np.ceil(p.test_fraction * len(y))), len(set(y))
+    if n_test < n_classes or len(y) - n_test < 2 * n_classes:
+        raise DataError(f"{p.corpus}: {len(y)} clips in {n_classes} genres are too few to hold out "
+                        f"test_fraction={p.test_fraction} with every genre on both sides; add clips or change it")
     fit, test = train_test_split(np.arange(len(y)), test_size=p.test_fraction, stratify=y, random_state=p.train.seed)
     model, summary = lstm.train_classifier(frames[np.sort(fit)], y[np.sort(fit)], p.train)
     held_out = lstm.evaluate(y[np.sort(test)], lstm.predict_proba(model, frames[np.sort(test)]))
