@@ -11,6 +11,7 @@ setup:
 	$(BIN)/pip install --quiet -r requirements.txt
 	$(BIN)/pip install --quiet --no-deps -r requirements-nodeps.txt
 	$(BIN)/pip install --quiet --no-deps --no-build-isolation -e .
+	$(BIN)/python -m pipeline.numba_cache  # compile librosa's numba kernels once, before anything runs them in parallel
 
 repro:
 	$(BIN)/dvc repro

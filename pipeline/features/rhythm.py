@@ -23,6 +23,7 @@ import scipy.signal
 import soundfile as sf
 from tqdm import tqdm
 
+from pipeline import numba_cache
 from pipeline.errors import DataError, MediaError, ParamsError
 
 log = logging.getLogger(__name__)
@@ -329,6 +330,7 @@ def _run_tasks(tasks: list, workers: int) -> list:
     bar = dict(total=len(tasks), desc="rhythm", unit="file")
     if workers <= 1:
         return [_analyse(t) for t in tqdm(tasks, **bar)]
+    numba_cache.warm()  # workers then only read librosa's numba cache (see pipeline.numba_cache)
     try:
         with ProcessPoolExecutor(workers, mp_context=multiprocessing.get_context("spawn"),
                                  initializer=_init_worker) as pool:

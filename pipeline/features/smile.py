@@ -20,6 +20,7 @@ import numpy as np
 import pandas as pd
 from tqdm import tqdm
 
+from pipeline import numba_cache
 from pipeline.errors import DataError, ParamsError
 from pipeline.features.music import (ON_ERROR, BadAudio, check_finite_rows, failure_table, in_order, load_audio,
                                      raise_failures)
@@ -88,6 +89,8 @@ def smile_functionals(paths: dict[str, str], on_error: str = "fail", workers: in
     spawn = workers > 1 or "tensorflow" in sys.modules
     if spawn and workers == 1:
         log.info("TensorFlow is loaded in this process: openSMILE runs in a spawned worker process")
+    if spawn:
+        numba_cache.warm()  # the workers decode with librosa: compile its numba cache once, here
     pool = (ProcessPoolExecutor(workers, mp_context=multiprocessing.get_context("spawn")) if spawn
             else _InProcess())
     good, rows, failures = [], [], []

@@ -16,6 +16,7 @@ import librosa
 import numpy as np
 from tqdm import tqdm
 
+from pipeline import numba_cache
 from pipeline.errors import DataError, ParamsError
 
 log = logging.getLogger(__name__)
@@ -140,6 +141,7 @@ def corpus_frames(
             out[i] = _clip_frames_job(job)
             bar.update()
     else:
+        numba_cache.warm()  # compile librosa's numba cache here, not in several workers at once
         with _pool_context().Pool(workers) as pool:
             for i, features in enumerate(pool.imap(_clip_frames_job, jobs, chunksize=4)):
                 out[i] = features
