@@ -13,8 +13,9 @@ setup:
 	$(BIN)/pip install --quiet --no-deps --no-build-isolation -e .
 	$(BIN)/python -m pipeline.numba_cache  # compile librosa's numba kernels once, before anything runs them in parallel
 
+# The stages run `python -m stages.<name>`: the venv goes first on PATH so that `python` is its interpreter.
 repro:
-	$(BIN)/dvc repro
+	PATH="$(CURDIR)/$(BIN):$$PATH" $(BIN)/dvc repro
 
 # Fast tests in parallel, then one end-to-end `dvc repro` on a tiny params file (tests/e2e).
 test:

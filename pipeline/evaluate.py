@@ -197,3 +197,24 @@ def write_plots(metrics: Mapping[str, float], out_dir: str | Path, model_name: s
     with atomic_path(path) as tmp:
         table.to_csv(tmp, index=False, float_format="%.6f")
     return path
+
+
+def sets_of_scheme(dataset: Dataset, scheme: str) -> list[str]:
+    """Metric names of the test sets a model trained on `scheme` may see: its own test set and the
+    intervened sets drawn from it (T_diverse, T_matching when `scheme` is the dataset's intervene scheme)."""
+    return sorted(name for name, key in eval_set_names(dataset).items() if key.rsplit("/", 1)[0] == scheme)
+
+
+def evaluate_runs(models: Mapping[tuple[str, int], object], features: Features, dataset: Dataset,
+                  truth: Truth | None = None, ks: Sequence[int] = DEFAULT_KS) -> dict[int, dict[str, float]]:
+    """Per seed, the flat metrics of one variant: each (scheme, seed) model scored on its scheme's sets only."""
+    per_seed: dict[int, dict[str, float]] = {}
+    genre = music_genre_matrix(dataset)
+    primary = dataset.info.get("intervene_scheme")
+    for (scheme, seed), model in sorted(models.items()):
+        sets = sets_of_scheme(dataset, scheme)
+        if not sets:
+            raise DataError(f"evaluate: scheme {scheme!r} has no test set in the dataset")
+        out = evaluate_model(model, features, dataset, truth, ks, sets=sets, primary=primary, music_genre=genre)
+        per_seed.setdefault(seed, {}).update(out)
+    return per_seed

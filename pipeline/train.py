@@ -6,6 +6,7 @@ Training never reads the simulated world's truth (only pipeline.evaluate may).
 from __future__ import annotations
 
 import dataclasses
+import hashlib
 import io
 import logging
 import os
@@ -94,28 +95,48 @@ def _rows(pool: list[str], ids, where: str) -> torch.Tensor:
     return torch.from_numpy(idx.astype(np.int64))
 
 
+def _load_matrix(path: Path, n: int, required: bool) -> np.ndarray | None:
+    if not path.exists():
+        if required:
+            raise DataError(f"{path}: missing; run the extract stages first")
+        return None
+    x = np.load(path)
+    validate_matrix(x, n, path)
+    return x
+
+
+def _read_ids(path: Path) -> list[str]:
+    if not path.exists():
+        raise DataError(f"{path}: missing; run the extract stages first")
+    return read_ids(path)
+
+
 def load_features(features_dir: str | Path) -> Features:
-    """Read the feature matrices (data/features); text and openSMILE are optional, visual and audio not."""
+    """Read the feature matrices: the extract stages' layout (`video/`, `music/`, `smile/` under
+    data/features, each with its own sorted id list) or one flat folder. Visual and audio are required,
+    text and openSMILE optional. Music rows are the clips that have every music feature, audio || smile."""
     d = Path(features_dir)
-    for name in (VIDEO_IDS_FILE, MUSIC_IDS_FILE, "video_visual.npy", "music_audio.npy"):
-        if not (d / name).exists():
-            raise DataError(f"{d / name}: missing; run the extract stages first")
-    video_ids, music_ids = read_ids(d / VIDEO_IDS_FILE), read_ids(d / MUSIC_IDS_FILE)
-
-    def load(name: str, n: int) -> np.ndarray | None:
-        path = d / f"{name}.npy"
-        if not path.exists():
-            return None
-        x = np.load(path)
-        validate_matrix(x, n, path)
-        return x
-
-    visual, audio, smile = load("video_visual", len(video_ids)), load("music_audio", len(music_ids)), \
-        load("music_smile", len(music_ids))
-    music = audio if smile is None else np.concatenate([audio, smile], axis=1)
-    text, mask = load("video_text", len(video_ids)), None
+    split_layout = (d / "video").is_dir()
+    vdir, mdir, sdir = (d / "video", d / "music", d / "smile") if split_layout else (d, d, d)
+    video_ids = _read_ids(vdir / VIDEO_IDS_FILE)
+    visual = _load_matrix(vdir / "video_visual.npy", len(video_ids), True)
+    music_ids = _read_ids(mdir / MUSIC_IDS_FILE)
+    audio = _load_matrix(mdir / "music_audio.npy", len(music_ids), True)
+    music = audio
+    if (sdir / "music_smile.npy").exists():
+        smile_ids = _read_ids(sdir / MUSIC_IDS_FILE)
+        smile = _load_matrix(sdir / "music_smile.npy", len(smile_ids), True)
+        if smile_ids != music_ids:  # a clip one extractor failed on: keep the clips both have (split drops it)
+            keep = sorted(set(music_ids) & set(smile_ids))
+            audio = audio[pd.Index(music_ids).get_indexer(keep)]
+            smile = smile[pd.Index(smile_ids).get_indexer(keep)]
+            log.info("features: %d music clips have audio and openSMILE features (of %d / %d)", len(keep),
+                     len(music_ids), len(smile_ids))
+            music_ids = keep
+        music = np.concatenate([audio, smile], axis=1)
+    text, mask = _load_matrix(vdir / "video_text.npy", len(video_ids), False), None
     if text is not None:
-        path = d / "video_text_mask.npy"
+        path = vdir / "video_text_mask.npy"
         if not path.exists():
             raise DataError(f"{path}: missing; video_text.npy needs its mask")
         mask = np.load(path).reshape(-1)
@@ -266,6 +287,23 @@ def validation_recall(model, data: TrainData, k: int) -> float:
 
 
 # ---- the loop ------------------------------------------------------------------------------
+def data_fingerprint(data: TrainData, *extra: str) -> str:
+    """sha256 of every tensor of a TrainData (and `extra` strings): what a resumed checkpoint must match."""
+    h = hashlib.sha256()
+    for f in dataclasses.fields(data):
+        value = getattr(data, f.name)
+        items = sorted(value.items()) if isinstance(value, dict) else [(f.name, value)]
+        for key, v in items:
+            if v is None:
+                continue
+            arr = v.detach().cpu().numpy() if isinstance(v, torch.Tensor) else np.asarray(v)
+            h.update(f"{key}:{arr.dtype}:{arr.shape}".encode())
+            h.update(np.ascontiguousarray(arr).tobytes())
+    for e in extra:
+        h.update(e.encode())
+    return h.hexdigest()
+
+
 def resolve_device(name: str) -> torch.device:
     if name == "auto":
         return torch.device("cuda" if torch.cuda.is_available() else "cpu")
@@ -332,10 +370,12 @@ def _precompute_teacher(teacher, data: TrainData) -> None:
 
 
 def fit(model, data: TrainData, cfg: TrainConfig, out_dir: str | Path, live=None, teacher=None, *,
-        model_path: str | Path | None = None, on_epoch_end: Callable[[int, dict], None] | None = None) -> dict:
+        model_path: str | Path | None = None, on_epoch_end: Callable[[int, dict], None] | None = None,
+        fingerprint: str | None = None) -> dict:
     """Train `model` on `data`, keep the best validation state, write it to `model_path`.
 
-    Resumes from `out_dir/last.pt` when it was written under the same config. `live`: None (no logging),
+    Resumes from `out_dir/last.pt` when it was written under the same config and `fingerprint` (a digest
+    of the data and teacher, see data_fingerprint: a checkpoint of other data is never resumed). `live`: None (no logging),
     a directory for dvclive, or a dvclive Live. `on_epoch_end(epoch, record)` runs after the checkpoint.
     Returns a summary: best_epoch, best_score (validation Recall@val_k), epochs_run, stopped_early, history.
     """
@@ -354,7 +394,7 @@ def fit(model, data: TrainData, cfg: TrainConfig, out_dir: str | Path, live=None
     if hasattr(model, "set_prior"):  # DebCM: the training-mean uploader distribution used at inference
         model.set_prior(np.array(data.prior, dtype=np.float64))
     optimizer = torch.optim.Adam(model.parameters(), lr=cfg.lr, weight_decay=cfg.weight_decay)
-    config = dataclasses.asdict(cfg)
+    config = {**dataclasses.asdict(cfg), "data": fingerprint}
     state = {"epoch": 0, "best_score": -1.0, "best_epoch": -1, "best_state": None, "bad_evals": 0,
              "history": [], "stopped": False}
     resume = False

@@ -1,6 +1,7 @@
 """End to end: `dvc repro` on a tiny params file in a fresh copy of the repository."""
 from __future__ import annotations
 
+import json
 import os
 import shutil
 import subprocess
@@ -45,8 +46,16 @@ def test_dvc_repro_runs_then_is_up_to_date(repo):
                  "data/features/video/video_visual.npy", "data/features/music/music_audio.npy",
                  "data/features/smile/music_smile.npy", "data/features/rhythm.parquet",
                  "data/genre/labels.parquet", "metrics/genre.json", "data/dataset",
-                 "data/raw/truth/compatibility.npy", "data/raw/source.json"):
+                 "data/raw/truth/compatibility.npy", "data/raw/source.json",
+                 "models/teacher/s1.pt", "models/student/weak_s0.pt", "models/student/strong_s1.pt",
+                 "models/baselines/cmvae/weak_s1.pt", "models/baselines/decrs/strong_s0.pt",
+                 "models/baselines/no_teacher/weak_s0.pt", "plots/student.csv", "reports/claim.md"):
         assert (repo / path).exists(), path
+    metrics = json.loads((repo / "metrics/student.json").read_text())
+    assert {"weak/full/recall@2", "strong/sampled/ndcg@1", "truth/ndcg@2"} <= set(metrics["mean"])
+    assert set(metrics["mean"]) == set(metrics["std"])
+    shown = _run(["dvc", "metrics", "show"], repo)
+    assert "metrics/cmvae.json" in shown and "metrics/decrs.json" in shown
     out = _run(["dvc", "repro"], repo)
     assert "up to date" in out and "Running stage" not in out
     out = _run(["dvc", "status"], repo)

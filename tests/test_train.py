@@ -283,3 +283,24 @@ def test_student_with_frozen_teacher(world, data, tmp_path):
 def test_bad_config_is_refused(data, tmp_path):
     with pytest.raises(ParamsError, match="batch_size"):
         fit(new_cmvae(), data, tiny_train(batch_size=0), tmp_path)
+
+
+def test_load_features_reads_the_stage_layout_and_aligns_smile_by_id(tmp_path):
+    """data/features/{video,music,smile}: each folder has its own ids; a clip openSMILE failed on drops out and
+    the audio and openSMILE rows of the others stay paired by id, not by position."""
+    rng = np.random.default_rng(0)
+    (tmp_path / "video").mkdir(), (tmp_path / "music").mkdir(), (tmp_path / "smile").mkdir()
+    write_ids(["v0", "v1"], tmp_path / "video" / "video_ids.txt")
+    np.save(tmp_path / "video" / "video_visual.npy", rng.standard_normal((2, 4)).astype(np.float32))
+    write_ids(["m0", "m1", "m2"], tmp_path / "music" / "music_ids.txt")
+    audio = np.arange(6, dtype=np.float32).reshape(3, 2)
+    np.save(tmp_path / "music" / "music_audio.npy", audio)
+    write_ids(["m0", "m2"], tmp_path / "smile" / "music_ids.txt")  # m1 failed in openSMILE
+    np.save(tmp_path / "smile" / "music_smile.npy", np.array([[10.0], [12.0]], dtype=np.float32))
+    feats = load_features(tmp_path)
+    assert feats.music_ids == ["m0", "m2"] and feats.video_ids == ["v0", "v1"]
+    np.testing.assert_array_equal(feats.music.numpy(), [[0, 1, 10], [4, 5, 12]])
+    assert feats.text is None
+    (tmp_path / "music" / "music_audio.npy").unlink()
+    with pytest.raises(DataError, match="music_audio.npy: missing"):
+        load_features(tmp_path)

@@ -1,0 +1,55 @@
+"""The models the pipeline trains on UGC and compares: the DebCM student and its ablations/baselines.
+
+Every variant takes its hyper-parameters from the `student` params group, so that a comparison changes one
+thing at a time:
+- student:    DebCM, batch-level backdoor adjustment + KL transfer from the PGC teacher (the paper's model).
+- no_teacher: the same student with kl_weight 0 (what the teacher's guidance adds).
+- cmvae:      plain CMVAE on UGC, no confounder term and no teacher (the biased baseline).
+- decrs:      DebCM with the DecRS-style global-average confounder (the training mean of the uploader
+              distributions in place of each batch's mean), no teacher.
+"""
+from __future__ import annotations
+
+import dataclasses
+from dataclasses import dataclass
+from typing import Callable
+
+from torch import nn
+
+from pipeline.errors import ParamsError
+from pipeline.models.cmvae import CMVAE, CMVAEConfig
+from pipeline.models.debcm import DebCM, DebCMConfig
+
+
+@dataclass(frozen=True)
+class Variant:
+    name: str
+    uses_teacher: bool
+    build: Callable[[int, int, int | None], nn.Module]  # (visual_dim, music_dim, text_dim) -> model
+
+
+def cmvae_part(cfg: DebCMConfig) -> CMVAEConfig:
+    """The CMVAE fields of a student config (latent size, margins, weights...), nothing of the confounder."""
+    return CMVAEConfig(**{f.name: getattr(cfg, f.name) for f in dataclasses.fields(CMVAEConfig)})
+
+
+def _debcm(cfg: DebCMConfig) -> Callable[[int, int, int | None], nn.Module]:
+    return lambda v, m, t: DebCM(v, m, t, cfg)
+
+
+def variant(name: str, student: DebCMConfig) -> Variant:
+    """The named variant built from the student's config."""
+    if name == "student":
+        return Variant(name, student.kl_weight > 0, _debcm(student))
+    if name == "no_teacher":
+        return Variant(name, False, _debcm(dataclasses.replace(student, kl_weight=0.0)))
+    if name == "decrs":
+        return Variant(name, False, _debcm(dataclasses.replace(student, kl_weight=0.0, confounder_mode="global")))
+    if name == "cmvae":
+        cfg = cmvae_part(student)
+        return Variant(name, False, lambda v, m, t: CMVAE(v, m, t, cfg))
+    raise ParamsError(f"baseline {name!r}: expected one of {list(VARIANTS)}")
+
+
+VARIANTS = ("student", "no_teacher", "cmvae", "decrs")
+BASELINES = VARIANTS[1:]

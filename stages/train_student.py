@@ -1,0 +1,39 @@
+"""Stage `train_student` (and, with --variant, one baseline of the `baselines` matrix stage): a UGC model
+per split scheme and seed, models/<variant>/<scheme>_s<seed>.pt. See pipeline/models/baselines.py."""
+import argparse
+import json
+import logging
+from pathlib import Path
+
+from pipeline.config import from_group
+from pipeline.experiment import RunsConfig, train_variant
+from pipeline.io import atomic_dir
+from pipeline.models.baselines import VARIANTS, variant
+from pipeline.models.debcm import DebCMConfig
+from pipeline.sampling.dataset import load_dataset
+from pipeline.train import load_features
+from pipeline.truth import forbid_truth_reads
+from stages.common import group, setup
+
+log = logging.getLogger("stages.train_student")
+
+
+def main(argv=None) -> None:
+    ap = argparse.ArgumentParser(description=__doc__)
+    ap.add_argument("--variant", default="student", choices=VARIANTS)
+    args = ap.parse_args(argv)
+    student = from_group(DebCMConfig, setup("student"), "student")
+    runs = from_group(RunsConfig, group("train"), "train")
+    forbid_truth_reads()  # training never sees the simulated world's truth
+    features, dataset = load_features("data/features"), load_dataset("data/dataset")
+    out = Path("models") / args.variant if args.variant == "student" else Path("models/baselines") / args.variant
+    teacher = Path("models/teacher") if variant(args.variant, student).uses_teacher else None
+    with atomic_dir(out) as tmp:
+        summary = train_variant(args.variant, features, dataset, student, runs, tmp,
+                                Path(".cache/train") / args.variant, teacher, Path("dvclive") / args.variant)
+        (tmp / "summary.json").write_text(json.dumps(summary, indent=2, sort_keys=True) + "\n")
+    log.info("%s: %s", args.variant, {k: round(v["best_score"], 4) for k, v in summary.items()})
+
+
+if __name__ == "__main__":
+    main()
