@@ -56,10 +56,28 @@ def test_dvc_repro_runs_then_is_up_to_date(repo):
     assert set(metrics["mean"]) == set(metrics["std"])
     shown = _run(["dvc", "metrics", "show"], repo)
     assert "metrics/cmvae.json" in shown and "metrics/decrs.json" in shown
+    _recommend_ranks_the_pool_and_refuses_bad_videos(repo)
     out = _run(["dvc", "repro"], repo)
     assert "up to date" in out and "Running stage" not in out
     out = _run(["dvc", "status"], repo)
     assert "up to date" in out
+
+
+def _recommend_ranks_the_pool_and_refuses_bad_videos(repo):
+    import pandas as pd
+
+    video = "data/raw/" + pd.read_parquet(repo / "data/raw/videos.parquet")["path"].iloc[0]
+    out = _run([sys.executable, "-m", "pipeline", "recommend", video, "--top", "3", "--json"], repo)
+    result = json.loads(out[out.index("["):out.rindex("]") + 1])
+    music = json.loads((repo / "data/dataset/info.json").read_text())["n_music"]
+    assert len(result) == 1 and len(result[0]["music"]) == min(3, music)
+    scores = [m["score"] for m in result[0]["music"]]
+    assert scores == sorted(scores, reverse=True) and len({m["music_id"] for m in result[0]["music"]}) == len(scores)
+    (repo / "broken.mp4").write_bytes(b"not a video")
+    env = dict(os.environ, PATH=f"{BIN}{os.pathsep}{os.environ['PATH']}")
+    r = subprocess.run([sys.executable, "-m", "pipeline", "recommend", "broken.mp4"], cwd=repo, env=env,
+                       capture_output=True, text=True)
+    assert r.returncode != 0 and "broken.mp4" in r.stderr and "Traceback" not in r.stderr
 
 
 @pytest.mark.slow
@@ -68,3 +86,16 @@ def test_dvc_exp_run_with_another_seed(repo):
     _run(["git", "-c", "user.name=ci", "-c", "user.email=ci@example.invalid", "commit", "-qm", "lock"], repo)
     out = _run(["dvc", "exp", "run", "-S", "world.seed=7"], repo)
     assert "Running stage 'world'" in out
+
+
+@pytest.mark.slow
+def test_dvc_exp_run_kl_weight_then_metrics_diff(repo):
+    """`dvc exp run -S student.kl_weight=...` retrains only the student and re-evaluates; the diff lists it."""
+    _run(["git", "-c", "user.name=ci", "-c", "user.email=ci@example.invalid", "add", "-A"], repo)
+    _run(["git", "-c", "user.name=ci", "-c", "user.email=ci@example.invalid", "commit", "-qm", "lock", "--allow-empty"],
+         repo)
+    out = _run(["dvc", "exp", "run", "-S", "student.kl_weight=40"], repo)
+    assert "Running stage 'train_student'" in out and "Running stage 'evaluate'" in out
+    assert "Running stage 'world'" not in out and "Running stage 'train_teacher'" not in out
+    diff = _run(["dvc", "exp", "diff"], repo) + _run(["dvc", "params", "diff"], repo)
+    assert "student.kl_weight" in diff and "metrics/student.json" in diff
