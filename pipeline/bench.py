@@ -22,6 +22,7 @@ from pipeline.data.schema import GENRES
 from pipeline.metrics import ScoreMatrix, full_ranks, ranking_metrics
 from pipeline.models.cmvae import CMVAE, CMVAEConfig
 from pipeline.models.debcm import DebCM, DebCMConfig
+from pipeline.sampling.negatives import sample_negatives
 from pipeline.train import TrainConfig, TrainData, embed, fit, resolve_device
 
 N_VIDEOS, N_MUSIC, N_UPLOADERS, VISUAL, TEXT, MUSIC = 146_351, 3_003, 20_000, 1280, 512, 256
@@ -34,7 +35,9 @@ def tt150k_data(seed: int = 0, n_videos: int = N_VIDEOS) -> TrainData:
     genre = torch.zeros(N_MUSIC, len(GENRES))
     genre[torch.arange(N_MUSIC), torch.randint(0, len(GENRES), (N_MUSIC,), generator=g)] = 1.0
     val_video = torch.arange(n_train, n_train + n_val)
-    candidates = torch.randint(0, N_MUSIC, (n_val, 101), generator=g)
+    positive = np.random.default_rng(seed).integers(0, N_MUSIC, n_val)
+    negatives = sample_negatives(positive, N_MUSIC, 100, np.random.default_rng(seed + 1), where="bench val")
+    candidates = torch.from_numpy(np.concatenate([positive[:, None], negatives], axis=1))
     return TrainData(
         visual=torch.randn(n_videos, VISUAL, generator=g), music=torch.randn(N_MUSIC, MUSIC, generator=g),
         video_idx=torch.arange(n_train), music_idx=torch.randint(0, N_MUSIC, (n_train,), generator=g),
