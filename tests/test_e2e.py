@@ -67,14 +67,16 @@ def _recommend_ranks_the_pool_and_refuses_bad_videos(repo):
     import pandas as pd
 
     video = "data/raw/" + pd.read_parquet(repo / "data/raw/videos.parquet")["path"].iloc[0]
-    out = _run([sys.executable, "-m", "pipeline", "recommend", video, "--top", "3", "--json"], repo)
-    result = json.loads(out[out.index("["):out.rindex("]") + 1])
+    env = dict(os.environ, PATH=f"{BIN}{os.pathsep}{os.environ['PATH']}")
+    r = subprocess.run([sys.executable, "-m", "pipeline", "recommend", video, "--top", "3", "--json"], cwd=repo,
+                       env=env, capture_output=True, text=True)
+    assert r.returncode == 0, r.stderr[-3000:]
+    result = json.loads(r.stdout)  # progress bars go to stderr: stdout is the JSON alone
     music = json.loads((repo / "data/dataset/info.json").read_text())["n_music"]
     assert len(result) == 1 and len(result[0]["music"]) == min(3, music)
     scores = [m["score"] for m in result[0]["music"]]
     assert scores == sorted(scores, reverse=True) and len({m["music_id"] for m in result[0]["music"]}) == len(scores)
     (repo / "broken.mp4").write_bytes(b"not a video")
-    env = dict(os.environ, PATH=f"{BIN}{os.pathsep}{os.environ['PATH']}")
     r = subprocess.run([sys.executable, "-m", "pipeline", "recommend", "broken.mp4"], cwd=repo, env=env,
                        capture_output=True, text=True)
     assert r.returncode != 0 and "broken.mp4" in r.stderr and "Traceback" not in r.stderr
