@@ -17,10 +17,10 @@ setup:
 repro:
 	PATH="$(CURDIR)/$(BIN):$$PATH" $(BIN)/dvc repro
 
-# Fast tests in parallel, then one end-to-end `dvc repro` on a tiny params file (tests/e2e).
+# Fast tests in parallel, then one end-to-end `dvc repro` on a tiny params file (tests/e2e) and local-vs-Ray.
 test:
 	$(BIN)/python -m pytest -q -n 2 -m "not slow"
-	$(BIN)/python -m pytest -q -m slow tests/test_e2e.py
+	$(BIN)/python -m pytest -q -m slow tests/test_e2e.py tests/features/test_backend.py
 
 test-all:
 	$(BIN)/python -m pytest -q -n 2

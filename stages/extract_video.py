@@ -11,7 +11,8 @@ from pipeline.config import from_group
 from pipeline.data.schema import VIDEO_FEATURES, VIDEO_IDS_FILE, VIDEO_MASKS, read_raw
 from pipeline.errors import DataError, ParamsError
 from pipeline.features.text import extract_text_features
-from pipeline.features.video import FAILURE_COLUMNS, ON_ERROR, VideoConfig, extract_video_features
+from pipeline.features.backend import BackendConfig, video_features_sharded
+from pipeline.features.video import FAILURE_COLUMNS, ON_ERROR, VideoConfig
 from pipeline.io import atomic_dir, write_ids, write_npy, write_parquet
 from stages.common import setup
 
@@ -23,11 +24,19 @@ log = logging.getLogger("stages.extract_video")
 @dataclass(frozen=True)
 class ExtractVideoParams(VideoConfig):
     on_error: str = "fail"  # fail: name every bad file and stop; skip: leave bad videos out (failures.parquet)
+    backend: str = "local"  # local | ray (pipeline/features/backend.py): same shards, byte-identical output
+    ray_address: str | None = None  # null: a local Ray cluster; else ray.init(address=...)
+    shard_size: int = 256
+    threads_per_task: int = 0  # 0: every core of the machine running the task
 
     def validate(self) -> None:
         super().validate()
+        self.backend_config().validate("features_video")
         if self.on_error not in ON_ERROR:
             raise ParamsError(f"features_video.on_error: {self.on_error!r}, expected one of {ON_ERROR}")
+
+    def backend_config(self) -> BackendConfig:
+        return BackendConfig(self.backend, self.ray_address, self.shard_size, self.threads_per_task)
 
 
 def main() -> None:
@@ -48,7 +57,7 @@ def main() -> None:
                                 f"no media path and {shipped}/video_visual.npy is absent; expected one or the other")
             paths = {v: str(RAW / f) for v, f in zip(videos["video_id"], videos["path"])}
             cfg = VideoConfig(**{f.name: getattr(p, f.name) for f in dataclasses.fields(VideoConfig)})
-            ids, visual, failures = extract_video_features(paths, cfg, on_error=p.on_error)
+            ids, visual, failures = video_features_sharded(paths, cfg, p.on_error, p.backend_config())
             captions = dict(zip(videos["video_id"], videos["text"]))
             text_ids, text, mask = extract_text_features({v: captions[v] for v in ids})
             assert text_ids == ids  # both are the sorted ids of the videos that decoded

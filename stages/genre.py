@@ -47,12 +47,12 @@ class GenreParams:
 
 def lstm_labeller(p: GenreParams, corpus: pd.DataFrame, pool: list[str]):
     """(pool probabilities, metrics, model): train on the corpus minus a stratified held-out share."""
-    _, frames = corpus_frames(corpus["path"], p.frames, p.workers)  # corpus is sorted by path, as frames are
     y = corpus["genre"].to_numpy()
     n_test, n_classes = int(np.ceil(p.test_fraction * len(y))), len(set(y))
-    if n_test < n_classes or len(y) - n_test < 2 * n_classes:
+    if n_test < n_classes or len(y) - n_test < 2 * n_classes:  # checked before any audio is decoded
         raise DataError(f"{p.corpus}: {len(y)} clips in {n_classes} genres are too few to hold out "
                         f"test_fraction={p.test_fraction} with every genre on both sides; add clips or change it")
+    _, frames = corpus_frames(corpus["path"], p.frames, p.workers)  # corpus is sorted by path, as frames are
     fit, test = train_test_split(np.arange(len(y)), test_size=p.test_fraction, stratify=y, random_state=p.train.seed)
     model, summary = lstm.train_classifier(frames[np.sort(fit)], y[np.sort(fit)], p.train)
     held_out = lstm.evaluate(y[np.sort(test)], lstm.predict_proba(model, frames[np.sort(test)]))

@@ -40,8 +40,8 @@ class TrainConfig:
     lr: float = 1e-3
     weight_decay: float = 0.0
     batch_size: int = 32
-    max_epochs: int = 100
-    patience: int = 10  # epochs without a better validation (accuracy, then loss) before stopping
+    max_epochs: int = 300
+    patience: int = 30  # epochs without a better validation (accuracy, then loss); small sets plateau early
     val_fraction: float = 0.2  # stratified held-out share used for early stopping
     seed: int = 0
 
