@@ -26,11 +26,14 @@ def main(argv=None) -> None:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("kl_weights", nargs="+", type=float)
     ap.add_argument("--params", default="params.yaml")
+    ap.add_argument("--schemes", nargs="*", default=None, help="limit to these schemes (default: train.schemes)")
     args = ap.parse_args(argv)
     logging.basicConfig(level="WARNING")
     params = load_params(args.params)
     student = from_group(DebCMConfig, params.get("student"), "student")
     runs = from_group(RunsConfig, params.get("train"), "train")
+    if args.schemes:
+        runs = dataclasses.replace(runs, schemes=tuple(args.schemes))
     features, dataset = load_features("data/features"), load_dataset("data/dataset")
     for weight in args.kl_weights:
         cfg = dataclasses.replace(student, kl_weight=weight)
