@@ -174,29 +174,43 @@ def evaluate_models(models: Mapping[str, object], features: Features, dataset: D
     return {name: evaluate_model(m, features, dataset, truth, ks, **kwargs) for name, m in models.items()}
 
 
-def plot_table(metrics: Mapping[str, float]) -> pd.DataFrame:
-    """Long table (set, protocol, k, recall, ndcg) of the sampled/full metrics, sorted, for `dvc plots`."""
-    rows: dict[tuple, dict] = {}
-    for key, value in metrics.items():
-        parts = key.split("/")
-        if len(parts) != 3 or parts[1] not in PROTOCOLS:
-            continue
-        metric, k = parts[2].split("@")
-        rows.setdefault((parts[0], parts[1], int(k)), {})[metric] = value
-    table = pd.DataFrame([{"set": s, "protocol": p, "k": k, "recall": v.get("recall"), "ndcg": v.get("ndcg")}
-                          for (s, p, k), v in rows.items()], columns=["set", "protocol", "k", "recall", "ndcg"])
-    return table.sort_values(["set", "protocol", "k"], kind="stable").reset_index(drop=True)
+PLOTTED = ("recall", "ndcg", "bias_amplification")  # per-K metrics drawn by `dvc plots`
 
 
-def write_plots(metrics: Mapping[str, float], out_dir: str | Path, model_name: str) -> Path:
-    """Write `<out_dir>/<model_name>.csv` (K vs recall/ndcg per test set and protocol) atomically."""
-    path = Path(out_dir) / f"{model_name}.csv"
-    table = plot_table(metrics)
-    if table.empty:
-        raise DataError(f"write_plots({model_name}): no <set>/<sampled|full>/<metric>@K entries in the metrics")
-    with atomic_path(path) as tmp:
-        table.to_csv(tmp, index=False, float_format="%.6f")
-    return path
+def plot_tables(summaries: Mapping[str, Mapping[str, float]]) -> dict[str, pd.DataFrame]:
+    """{`<metric>/<where>.csv`: table (k, one column per model)} from each model's flat metrics.
+
+    `<where>` is the key's prefix with "/" as "_" (`t_diverse_full`, `truth`, `t_diverse_truth`), so one
+    file is one plot: K against the metric for every model on one test set and protocol, which is the
+    comparison `dvc plots diff` then overlays across revisions.
+    """
+    cells: dict[tuple[str, str], dict[int, dict[str, float]]] = {}
+    for model, metrics in summaries.items():
+        for key, value in metrics.items():
+            prefix, _, last = key.rpartition("/")
+            metric, at, k = last.partition("@")
+            if not at or metric not in PLOTTED or not prefix:
+                continue
+            cells.setdefault((metric, prefix.replace("/", "_")), {}).setdefault(int(k), {})[model] = value
+    models = list(summaries)
+    return {f"{metric}/{where}.csv": pd.DataFrame([{"k": k, **row} for k, row in sorted(rows.items())],
+                                                  columns=["k", *models])
+            for (metric, where), rows in sorted(cells.items())}
+
+
+def write_plots(summaries: Mapping[str, Mapping[str, float]], out_dir: str | Path) -> list[Path]:
+    """Write every `plot_tables` table under `out_dir`, each file atomically; the paths written."""
+    tables = plot_tables(summaries)
+    if not tables:
+        raise DataError(f"write_plots: no <set>/<protocol>/<metric>@K entries for {sorted(summaries)}")
+    paths = []
+    for name, table in tables.items():
+        path = Path(out_dir) / name
+        path.parent.mkdir(parents=True, exist_ok=True)
+        with atomic_path(path) as tmp:
+            table.to_csv(tmp, index=False, float_format="%.6f")
+        paths.append(path)
+    return paths
 
 
 def sets_of_scheme(dataset: Dataset, scheme: str) -> list[str]:

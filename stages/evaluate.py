@@ -2,7 +2,8 @@
 and full ranking, and on the simulated world the truth metrics; mean and std over the training seeds.
 
 Writes metrics/<variant>.json ({"mean": {...}, "std": {...}}, flat keys `<set>/<protocol>/<metric>@K`),
-plots/<variant>.csv (K vs recall / ndcg, seed means), reports/seeds.json (every seed's metrics) and
+plots/<metric>/<set>_<protocol>.csv (K vs the seed-mean metric, one column per variant: one plot per
+file for `dvc plots`), reports/seeds.json (every seed's metrics) and
 reports/claim.md (the DebCM-vs-CMVAE table).
 """
 import logging
@@ -60,7 +61,7 @@ def main() -> None:
         seeds[name] = {str(s): m for s, m in sorted(per_seed.items())}
         summary[name] = aggregate(per_seed)
         write_json(summary[name], Path("metrics") / f"{name}.json")
-        write_plots(summary[name]["mean"], "plots", name)
+    write_plots({name: summary[name]["mean"] for name in VARIANTS}, "plots")
     write_json(seeds, Path("reports/seeds.json"))
     table = claim_table(summary, p.claim_k, len(runs.seeds))
     with atomic_path(Path("reports/claim.md")) as tmp:

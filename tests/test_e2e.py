@@ -49,7 +49,8 @@ def test_dvc_repro_runs_then_is_up_to_date(repo):
                  "data/raw/truth/compatibility.npy", "data/raw/source.json",
                  "models/teacher/s1.pt", "models/student/weak_s0.pt", "models/student/strong_s1.pt",
                  "models/baselines/cmvae/weak_s1.pt", "models/baselines/decrs/strong_s0.pt",
-                 "models/baselines/no_teacher/weak_s0.pt", "plots/student.csv", "reports/claim.md"):
+                 "models/baselines/no_teacher/weak_s0.pt", "plots/recall/weak_full.csv", "plots/ndcg/truth.csv",
+                 "reports/claim.md"):
         assert (repo / path).exists(), path
     metrics = json.loads((repo / "metrics/student.json").read_text())
     assert {"weak/full/recall@2", "strong/sampled/ndcg@1", "truth/ndcg@2"} <= set(metrics["mean"])
@@ -101,3 +102,12 @@ def test_dvc_exp_run_kl_weight_then_metrics_diff(repo):
     assert "Running stage 'world'" not in out and "Running stage 'train_teacher'" not in out
     diff = _run(["dvc", "exp", "diff"], repo) + _run(["dvc", "params", "diff"], repo)
     assert "student.kl_weight" in diff and "metrics/student.json" in diff
+    # the evaluate plots and the student's dvclive curves, at HEAD and in the workspace (both in DVC's cache)
+    env = dict(os.environ, PATH=f"{BIN}{os.pathsep}{os.environ['PATH']}")
+    r = subprocess.run(["dvc", "plots", "diff", "HEAD", "--json"], cwd=repo, env=env, capture_output=True, text=True)
+    assert r.returncode == 0, r.stderr[-3000:]
+    plots = json.loads(r.stdout)
+    assert not plots.get("errors"), plots["errors"]
+    for name in ("plots/recall/weak_full.csv", "plots/ndcg/truth.csv"):
+        assert set(plots["data"][name][0]["revisions"]) == {"HEAD", "workspace"}, name
+    assert any(name.startswith("dvclive/student/weak_s0/plots/metrics") for name in plots["data"])

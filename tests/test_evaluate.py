@@ -13,7 +13,7 @@ from torch import nn
 
 from pipeline.data.schema import GENRES
 from pipeline.errors import DataError
-from pipeline.evaluate import evaluate_model, load_truth, plot_table, write_plots
+from pipeline.evaluate import evaluate_model, load_truth, plot_tables, write_plots
 from pipeline.io import write_ids, write_parquet
 from pipeline.models.cmvae import CMVAE, CMVAEConfig
 from pipeline.models.debcm import DebCM, DebCMConfig
@@ -177,21 +177,31 @@ def test_truth_metrics_oracle_and_taste_model(world, truth_dir):
         assert taste[f"truth/ndcg@{k}"] < 1.0
 
 
-def test_plots_csv(world, tmp_path):
+def test_plots_one_file_per_set_and_protocol_with_a_column_per_model(world, tmp_path):
     features_dir, ds, _ = world
     torch.manual_seed(0)
     model = CMVAE(24, 24, 12, CMVAEConfig(latent_dim=8, hidden_dims=(16,)))
     metrics = evaluate_model(model, load_features(features_dir), ds, ks=KS)
-    path = write_plots({**metrics, "truth/ndcg@10": 0.5}, tmp_path / "plots", "cmvae")
-    table = pd.read_csv(path)
-    assert list(table.columns) == ["set", "protocol", "k", "recall", "ndcg"]
-    assert len(table) == len(SETS) * 2 * len(KS)
-    row = table[(table["set"] == "strong") & (table["protocol"] == "full") & (table["k"] == 15)].iloc[0]
-    assert row["recall"] == pytest.approx(metrics["strong/full/recall@15"], abs=1e-6)
-    assert row["ndcg"] == pytest.approx(metrics["strong/full/ndcg@15"], abs=1e-6)
-    assert plot_table(metrics).equals(plot_table(dict(reversed(list(metrics.items())))))
+    other = {key: value / 2 for key, value in metrics.items()}
+    extra = {"truth/ndcg@10": 0.5, "truth/bias_amplification@10": 0.1, "truth/pred_share@10": 0.3}
+    paths = write_plots({"student": {**metrics, **extra}, "cmvae": other}, tmp_path / "plots")
+    names = sorted(str(p.relative_to(tmp_path / "plots")) for p in paths)
+    assert len(names) == len(SETS) * 2 * 2 + 2  # recall, ndcg x sets x protocols, and the two truth files
+    assert "recall/strong_full.csv" in names and "ndcg/t_diverse_sampled.csv" in names
+    assert "ndcg/truth.csv" in names and "bias_amplification/truth.csv" in names
+    assert not any("pred_share" in n for n in names)
+    table = pd.read_csv(tmp_path / "plots/recall/strong_full.csv")
+    assert list(table.columns) == ["k", "student", "cmvae"] and table["k"].tolist() == sorted(KS)
+    row = table[table["k"] == 15].iloc[0]
+    assert row["student"] == pytest.approx(metrics["strong/full/recall@15"], abs=1e-6)
+    assert row["cmvae"] == pytest.approx(metrics["strong/full/recall@15"] / 2, abs=1e-6)
+    truth = pd.read_csv(tmp_path / "plots/ndcg/truth.csv")
+    assert truth["student"].tolist() == [0.5] and truth["cmvae"].isna().all()  # a metric a model lacks: empty
+    reordered = {"student": dict(reversed(list(metrics.items()))), "cmvae": other}
+    assert all(a.equals(b) for a, b in zip(plot_tables({"student": metrics, "cmvae": other}).values(),
+                                             plot_tables(reordered).values()))
     with pytest.raises(DataError, match="no <set>"):
-        write_plots({"truth/ndcg@10": 0.5}, tmp_path, "empty")
+        write_plots({"student": {"truth/pred_share@10": 0.5}}, tmp_path / "empty")
 
 
 def test_training_code_never_reads_truth():
