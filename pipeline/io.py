@@ -18,6 +18,17 @@ import numpy as np
 import pandas as pd
 
 
+def _current_umask() -> int:
+    mask = os.umask(0o022)
+    os.umask(mask)
+    return mask
+
+
+def _publish_mode(tmp: Path, directory: bool) -> None:
+    """mkstemp/mkdtemp create 0600/0700 entries; give the result the mode a plain open() would have."""
+    os.chmod(tmp, (0o777 if directory else 0o666) & ~_current_umask())
+
+
 @contextlib.contextmanager
 def atomic_path(path: str | os.PathLike) -> Iterator[Path]:
     """Yield a temporary path beside `path`; rename it onto `path` only if the block succeeds."""
@@ -28,6 +39,8 @@ def atomic_path(path: str | os.PathLike) -> Iterator[Path]:
     tmp = Path(tmp)
     try:
         yield tmp
+        if tmp.exists():
+            _publish_mode(tmp, tmp.is_dir())
         os.replace(tmp, path)
     finally:
         if tmp.exists():
@@ -42,6 +55,7 @@ def atomic_dir(path: str | os.PathLike) -> Iterator[Path]:
     tmp = Path(tempfile.mkdtemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent))
     try:
         yield tmp
+        _publish_mode(tmp, True)
         old = None
         if path.exists():
             old = path.with_name(f".{path.name}.old")
