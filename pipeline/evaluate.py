@@ -174,6 +174,32 @@ def evaluate_models(models: Mapping[str, object], features: Features, dataset: D
     return {name: evaluate_model(m, features, dataset, truth, ks, **kwargs) for name, m in models.items()}
 
 
+@torch.no_grad()
+def top_music(model, features: Features, dataset: Dataset, video_ids: Sequence[str], k: int,
+              music_genre: np.ndarray | None = None) -> np.ndarray:
+    """[N, k] indices into dataset.music_ids of each video's k best-scored music, best first, scored as
+    evaluate_model scores (model.video_embedding against model.music_embedding over the whole pool)."""
+    if not 0 < k <= len(dataset.music_ids):
+        raise DataError(f"top_music: k={k}, expected 1..{len(dataset.music_ids)} (the pool size)")
+    device = next(model.parameters()).device
+    was = model.training
+    model.eval()
+    try:
+        genre = music_genre if music_genre is not None else music_genre_matrix(dataset)
+        music_rows = features.music_rows(dataset.music_ids, "dataset music")
+        music_z = embed(model.music_embedding, {"music": features.music[music_rows].to(device),
+                                                "music_genre": torch.as_tensor(genre, dtype=torch.float32,
+                                                                               device=device)})
+        rows = features.video_rows(list(video_ids), "top_music videos")
+        video_z = embed(model.video_embedding, {key: v.to(device) for key, v in features.video_batch(rows).items()})
+        scores = video_z @ music_z.T
+        # stable: ties keep the lower music index, so the same scores give the same lists everywhere
+        order = torch.sort(scores, dim=1, descending=True, stable=True).indices[:, :k]
+    finally:
+        model.train(was)
+    return order.cpu().numpy().astype(np.int64)
+
+
 PLOTTED = ("recall", "ndcg", "bias_amplification")  # per-K metrics drawn by `dvc plots`
 
 

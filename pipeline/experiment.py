@@ -67,6 +67,11 @@ def teacher_path(root: str | Path, seed: int) -> Path:
     return Path(root) / f"s{seed}.pt"
 
 
+def variant_dir(name: str, root: str | Path = "models") -> Path:
+    """Where a variant's models live: models/student, models/baselines/<name> for the baselines."""
+    return Path(root) / name if name == "student" else Path(root) / "baselines" / name
+
+
 def model_path(root: str | Path, scheme: str, seed: int) -> Path:
     return Path(root) / f"{run_name(scheme, seed)}.pt"
 

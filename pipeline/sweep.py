@@ -1,8 +1,10 @@
-"""`python -m pipeline.sweep 0 1 10 40`: validation Recall@val_k of the student for each kl_weight.
+"""The student's teacher-transfer weight, swept on validation: one row per `student.kl_weight`.
 
-Trains the student on every scheme x seed of params.yaml's `train` group for each value (temporary
-folders; the teachers in models/teacher are reused) and prints one JSON line per value: the mean
-validation score per scheme and overall. Validation only: the test sets are never looked at.
+`kl_sweep` trains the student on every scheme x seed for each weight (temporary folders; the teachers are
+reused) and keeps each run's best validation Recall@val_k, the score early stopping already selects on.
+The test sets are never looked at, so the sweep can choose the weight without touching what `evaluate`
+reports. The `sweep` stage writes the table to reports/kl_sweep.csv; `python -m pipeline.sweep 0 1 10 40`
+prints the same rows as JSON lines for a quick look outside DVC.
 """
 from __future__ import annotations
 
@@ -12,18 +14,61 @@ import json
 import logging
 import tempfile
 from pathlib import Path
+from typing import Sequence
 
 import numpy as np
+import pandas as pd
 
-from pipeline.config import from_group, load_params
+from pipeline.errors import ParamsError
 from pipeline.experiment import RunsConfig, train_variant
 from pipeline.models.debcm import DebCMConfig
-from pipeline.sampling.dataset import load_dataset
-from pipeline.train import load_features
+from pipeline.sampling.dataset import Dataset
+from pipeline.train import Features
+
+log = logging.getLogger(__name__)
+
+
+def sweep_row(weight: float, scores: dict[str, float], schemes: Sequence[str]) -> dict[str, float]:
+    """One sweep row from {run name `<scheme>_s<seed>`: best validation score}: the mean over every run, the
+    seed spread (sample std over seeds of each seed's mean over the schemes; 0 for one seed), then the mean
+    per scheme (`val_<scheme>`)."""
+    parsed = [(run.rsplit("_s", 1), float(v)) for run, v in scores.items()]
+    by_seed: dict[str, list[float]] = {}
+    for (_, seed), v in parsed:
+        by_seed.setdefault(seed, []).append(v)
+    seed_means = np.array([np.mean(v) for _, v in sorted(by_seed.items())], dtype=np.float64)
+    row = {"kl_weight": float(weight), "val_recall": float(np.mean([v for _, v in parsed])),
+           "val_recall_std": float(seed_means.std(ddof=1)) if len(seed_means) > 1 else 0.0}
+    for scheme in schemes:
+        row[f"val_{scheme}"] = float(np.mean([v for (sch, _), v in parsed if sch == scheme]))
+    return row
+
+
+def kl_sweep(features: Features, dataset: Dataset, student: DebCMConfig, runs: RunsConfig,
+             weights: Sequence[float], teacher_dir: Path) -> pd.DataFrame:
+    """Validation score of the student for each KL weight (rows sorted by weight)."""
+    weights = sorted(float(w) for w in weights)
+    if not weights or len(set(weights)) != len(weights) or weights[0] < 0:
+        raise ParamsError(f"sweep.kl_weights: {weights}; expected distinct values >= 0")
+    schemes = runs.schemes_of(dataset)
+    rows = []
+    for weight in weights:
+        cfg = dataclasses.replace(student, kl_weight=weight)
+        with tempfile.TemporaryDirectory(prefix="kl_sweep.") as tmp:
+            # kl_weight 0 needs no teacher; train_variant then trains the no-teacher student
+            summary = train_variant("student", features, dataset, cfg, runs, Path(tmp) / "models",
+                                    Path(tmp) / "work", teacher_dir if weight > 0 else None)
+        rows.append(sweep_row(weight, {run: s["best_score"] for run, s in summary.items()}, schemes))
+        log.info("kl_weight %g: validation recall %.4f", weight, rows[-1]["val_recall"])
+    return pd.DataFrame(rows)
 
 
 def main(argv=None) -> None:
-    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    from pipeline.config import from_group, load_params
+    from pipeline.sampling.dataset import load_dataset
+    from pipeline.train import load_features
+
+    ap = argparse.ArgumentParser(description="Validation score of the student for each kl_weight (JSON lines).")
     ap.add_argument("kl_weights", nargs="+", type=float)
     ap.add_argument("--params", default="params.yaml")
     ap.add_argument("--schemes", nargs="*", default=None, help="limit to these schemes (default: train.schemes)")
@@ -34,17 +79,10 @@ def main(argv=None) -> None:
     runs = from_group(RunsConfig, params.get("train"), "train")
     if args.schemes:
         runs = dataclasses.replace(runs, schemes=tuple(args.schemes))
-    features, dataset = load_features("data/features"), load_dataset("data/dataset")
-    for weight in args.kl_weights:
-        cfg = dataclasses.replace(student, kl_weight=weight)
-        with tempfile.TemporaryDirectory() as tmp:
-            summary = train_variant("student", features, dataset, cfg, runs, Path(tmp) / "models",
-                                    Path(tmp) / "work", Path("models/teacher"))
-        scores = {run: s["best_score"] for run, s in summary.items()}
-        per_scheme = {scheme: round(float(np.mean([v for r, v in scores.items() if r.rsplit("_s", 1)[0] == scheme])), 4)
-                      for scheme in runs.schemes_of(dataset)}
-        print(json.dumps({"kl_weight": weight, "val_recall": per_scheme,
-                          "mean": round(float(np.mean(list(scores.values()))), 4)}), flush=True)
+    table = kl_sweep(load_features("data/features"), load_dataset("data/dataset"), student, runs,
+                     args.kl_weights, Path("models/teacher"))
+    for row in table.to_dict(orient="records"):
+        print(json.dumps({k: round(v, 4) for k, v in row.items()}), flush=True)
 
 
 if __name__ == "__main__":

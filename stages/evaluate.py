@@ -3,8 +3,8 @@ and full ranking, and on the simulated world the truth metrics; mean and std ove
 
 Writes metrics/<variant>.json ({"mean": {...}, "std": {...}}, flat keys `<set>/<protocol>/<metric>@K`),
 plots/<metric>/<set>_<protocol>.csv (K vs the seed-mean metric, one column per variant: one plot per
-file for `dvc plots`), reports/seeds.json (every seed's metrics) and
-reports/claim.md (the DebCM-vs-CMVAE table).
+file for `dvc plots`) and reports/seeds.json (every seed's metrics); the `report` stage turns these into
+tables, the claim table and figures.
 """
 import logging
 from dataclasses import dataclass
@@ -12,10 +12,10 @@ from pathlib import Path
 
 from pipeline.config import from_group
 from pipeline.evaluate import evaluate_runs, load_truth, write_plots
-from pipeline.experiment import RunsConfig, load_runs
-from pipeline.io import atomic_path, write_json
+from pipeline.experiment import RunsConfig, load_runs, variant_dir
+from pipeline.io import write_json
 from pipeline.models.baselines import VARIANTS
-from pipeline.report import aggregate, claim_table
+from pipeline.report import aggregate
 from pipeline.sampling.dataset import load_dataset
 from pipeline.train import load_features
 from pipeline.errors import ParamsError
@@ -28,7 +28,6 @@ log = logging.getLogger("stages.evaluate")
 @dataclass
 class EvaluateParams:
     ks: tuple[int, ...] = (10, 15, 20, 25)
-    claim_k: int = 25  # the K of reports/claim.md
 
     def __post_init__(self) -> None:
         self.ks = tuple(int(k) for k in self.ks)
@@ -36,12 +35,6 @@ class EvaluateParams:
     def validate(self) -> None:
         if not self.ks or min(self.ks) < 1:
             raise ParamsError(f"evaluate.ks: {list(self.ks)}, expected positive integers")
-        if self.claim_k not in self.ks:
-            raise ParamsError(f"evaluate.claim_k: {self.claim_k} is not one of evaluate.ks {list(self.ks)}")
-
-
-def model_dir(name: str) -> Path:
-    return Path("models") / name if name == "student" else Path("models/baselines") / name
 
 
 def main() -> None:
@@ -56,17 +49,15 @@ def main() -> None:
     schemes = runs.schemes_of(dataset)
     summary, seeds = {}, {}
     for name in VARIANTS:
-        models = load_runs(model_dir(name), schemes, runs.seeds)
+        models = load_runs(variant_dir(name), schemes, runs.seeds)
         per_seed = evaluate_runs(models, features, dataset, truth, p.ks)
         seeds[name] = {str(s): m for s, m in sorted(per_seed.items())}
         summary[name] = aggregate(per_seed)
         write_json(summary[name], Path("metrics") / f"{name}.json")
     write_plots({name: summary[name]["mean"] for name in VARIANTS}, "plots")
     write_json(seeds, Path("reports/seeds.json"))
-    table = claim_table(summary, p.claim_k, len(runs.seeds))
-    with atomic_path(Path("reports/claim.md")) as tmp:
-        tmp.write_text(f"# DebCM vs CMVAE (K = {p.claim_k}, schemes {schemes})\n\n{table}")
-    log.info("claim table:\n%s", table)
+    log.info("evaluate: %d variants x %d schemes x %d seeds -> metrics/, plots/, reports/seeds.json",
+             len(VARIANTS), len(schemes), len(runs.seeds))
 
 
 if __name__ == "__main__":

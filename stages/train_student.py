@@ -6,7 +6,7 @@ import logging
 from pathlib import Path
 
 from pipeline.config import from_group
-from pipeline.experiment import RunsConfig, train_variant
+from pipeline.experiment import RunsConfig, train_variant, variant_dir
 from pipeline.io import atomic_dir
 from pipeline.models.baselines import VARIANTS, variant
 from pipeline.models.debcm import DebCMConfig
@@ -26,7 +26,7 @@ def main(argv=None) -> None:
     runs = from_group(RunsConfig, group("train"), "train")
     forbid_truth_reads()  # training never sees the simulated world's truth
     features, dataset = load_features("data/features"), load_dataset("data/dataset")
-    out = Path("models") / args.variant if args.variant == "student" else Path("models/baselines") / args.variant
+    out = variant_dir(args.variant)
     teacher = Path("models/teacher") if variant(args.variant, student).uses_teacher else None
     with atomic_dir(out) as tmp:
         summary = train_variant(args.variant, features, dataset, student, runs, tmp,

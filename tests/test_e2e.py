@@ -8,6 +8,7 @@ import subprocess
 import sys
 from pathlib import Path
 
+import pandas as pd
 import pytest
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -50,8 +51,15 @@ def test_dvc_repro_runs_then_is_up_to_date(repo):
                  "models/teacher/s1.pt", "models/student/weak_s0.pt", "models/student/strong_s1.pt",
                  "models/baselines/cmvae/weak_s1.pt", "models/baselines/decrs/strong_s0.pt",
                  "models/baselines/no_teacher/weak_s0.pt", "plots/recall/weak_full.csv", "plots/ndcg/truth.csv",
-                 "reports/claim.md"):
+                 "reports/claim.md", "reports/tables.md", "reports/genre_share.csv", "reports/genre_share.png",
+                 "reports/case_study.md", "reports/seeds.json", "reports/kl_sweep.csv", "reports/intervention.csv",
+                 "reports/sweeps.png"):
         assert (repo / path).exists(), path
+    shares = (repo / "reports/genre_share.csv").read_text().splitlines()
+    assert shares[0].startswith("source,") and any(line.startswith("student,") for line in shares)
+    assert "| rank | student |" in (repo / "reports/case_study.md").read_text()
+    sweep = pd.read_csv(repo / "reports/kl_sweep.csv")
+    assert sweep["kl_weight"].tolist() == [0.0, 40.0] and sweep["val_recall"].between(0, 1).all()
     metrics = json.loads((repo / "metrics/student.json").read_text())
     assert {"weak/full/recall@2", "strong/sampled/ndcg@1", "truth/ndcg@2"} <= set(metrics["mean"])
     assert set(metrics["mean"]) == set(metrics["std"])
@@ -65,8 +73,6 @@ def test_dvc_repro_runs_then_is_up_to_date(repo):
 
 
 def _recommend_ranks_the_pool_and_refuses_bad_videos(repo):
-    import pandas as pd
-
     video = "data/raw/" + pd.read_parquet(repo / "data/raw/videos.parquet")["path"].iloc[0]
     env = dict(os.environ, PATH=f"{BIN}{os.pathsep}{os.environ['PATH']}")
     r = subprocess.run([sys.executable, "-m", "pipeline", "recommend", video, "--top", "3", "--json"], cwd=repo,

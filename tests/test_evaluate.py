@@ -13,7 +13,7 @@ from torch import nn
 
 from pipeline.data.schema import GENRES
 from pipeline.errors import DataError
-from pipeline.evaluate import evaluate_model, load_truth, plot_tables, write_plots
+from pipeline.evaluate import evaluate_model, load_truth, plot_tables, top_music, write_plots
 from pipeline.io import write_ids, write_parquet
 from pipeline.models.cmvae import CMVAE, CMVAEConfig
 from pipeline.models.debcm import DebCM, DebCMConfig
@@ -175,6 +175,28 @@ def test_truth_metrics_oracle_and_taste_model(world, truth_dir):
         assert taste[f"truth/true_share@{k}"] == pytest.approx(true_share)
         assert taste[f"truth/bias_amplification@{k}"] == pytest.approx(1.0 - true_share)
         assert taste[f"truth/ndcg@{k}"] < 1.0
+
+
+def test_top_music_is_the_argsort_of_the_scores_evaluate_ranks_by(world):
+    features_dir, ds, _ = world
+    feats = load_features(features_dir)
+    torch.manual_seed(0)
+    model = CMVAE(24, 24, 12, CMVAEConfig(latent_dim=8, hidden_dims=(16,)))
+    videos = sorted(ds.eval_sets["weak/diverse"].video_id)
+    top = top_music(model, feats, ds, videos, 7)
+    assert model.training  # restored after scoring in eval mode
+    model.eval()
+    with torch.no_grad():
+        music_z = model.music_embedding({"music": feats.music[feats.music_rows(ds.music_ids)]}).numpy()
+        video_z = model.video_embedding(feats.video_batch(feats.video_rows(videos))).numpy()
+    scores = video_z @ music_z.T
+    assert top.shape == (len(videos), 7) and top.dtype == np.int64
+    np.testing.assert_array_equal(top, np.argsort(-scores, axis=1, kind="stable")[:, :7])
+    # ties keep the lower music index: a model that scores every music the same lists 0, 1, 2, ...
+    flat = Features(ds.video_ids, ds.music_ids, torch.ones(len(ds.video_ids), 3), torch.ones(len(ds.music_ids), 3))
+    np.testing.assert_array_equal(top_music(Lookup(), flat, ds, videos[:2], 4), [[0, 1, 2, 3]] * 2)
+    with pytest.raises(DataError, match="pool size"):
+        top_music(model, feats, ds, videos, len(ds.music_ids) + 1)
 
 
 def test_plots_one_file_per_set_and_protocol_with_a_column_per_model(world, tmp_path):

@@ -15,6 +15,7 @@ from pipeline.io import file_md5
 from pipeline.models.baselines import VARIANTS, cmvae_part, variant
 from pipeline.models.cmvae import CMVAE
 from pipeline.models.debcm import DebCM, DebCMConfig
+from pipeline.sweep import kl_sweep, sweep_row
 from pipeline.train import build_train_data, data_fingerprint, load_features
 from test_train import tiny_train, world  # noqa: F401  (module fixture of the synthetic world)
 
@@ -73,6 +74,19 @@ def test_teacher_then_student_per_seed_deterministic_and_evaluated_per_scheme(wo
         train_variant("student", feats, ds, STUDENT, RunsConfig(seeds=(5,), schemes=("weak",), loop=tiny_train()),
                       tmp_path / "c", tmp_path / "work", teacher_dir=tmp_path / "teacher")
 
+    # the kl sweep retrains the same runs: its row at the student's weight is that student's validation score,
+    # and at 0 the no-teacher variant's (no teacher loaded)
+    table = kl_sweep(feats, ds, STUDENT, runs(), [STUDENT.kl_weight, 0.0], tmp_path / "teacher")
+    assert table["kl_weight"].tolist() == [0.0, STUDENT.kl_weight]
+    plain = train_variant("no_teacher", feats, ds, STUDENT, runs(), tmp_path / "nt", tmp_path / "work")
+    for row, scores in ((0, plain), (1, summary)):
+        best = [s["best_score"] for s in scores.values()]
+        assert table["val_recall"][row] == pytest.approx(np.mean(best), abs=1e-12)
+        assert table["val_weak"][row] == table["val_recall"][row]
+        assert table["val_recall_std"][row] == pytest.approx(np.std(best, ddof=1), abs=1e-12)
+    with pytest.raises(ParamsError, match="sweep.kl_weights"):
+        kl_sweep(feats, ds, STUDENT, runs(), [1.0, 1.0], tmp_path / "teacher")
+
     per_seed = evaluate_runs(load_runs(tmp_path / "a", ["weak"], [0, 1]), feats, ds, ks=(10, 25))
     assert set(per_seed) == {0, 1}
     sets = {k.split("/")[0] for k in per_seed[0]}
@@ -88,3 +102,12 @@ def test_fingerprint_changes_with_the_data(world):  # noqa: F811
     data.music_idx = torch.flip(data.music_idx, [0])
     assert data_fingerprint(data) != before
     assert isinstance(np.frombuffer(bytes.fromhex(before), dtype=np.uint8), np.ndarray)
+
+
+def test_sweep_row_mean_std_and_per_scheme():
+    row = sweep_row(4, {"weak_s0": 0.2, "weak_s1": 0.4, "strong_s0": 0.6, "strong_s1": 0.6}, ["weak", "strong"])
+    assert row["kl_weight"] == 4.0 and row["val_recall"] == pytest.approx(0.45)
+    # the seed spread: seed 0 averages 0.4, seed 1 0.5 over the schemes (not the spread between schemes)
+    assert row["val_recall_std"] == pytest.approx(np.std([0.4, 0.5], ddof=1))
+    assert row["val_weak"] == pytest.approx(0.3) and row["val_strong"] == pytest.approx(0.6)
+    assert sweep_row(0, {"weak_s0": 0.5}, ["weak"])["val_recall_std"] == 0.0

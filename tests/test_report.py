@@ -1,7 +1,13 @@
 """Seed aggregation and the claim table (pipeline/report.py), against hand-computed values."""
+import hashlib
+
+import numpy as np
 import pytest
 
-from pipeline.report import aggregate, beats, claim_table
+import pandas as pd
+
+from pipeline.report import (aggregate, beats, claim_table, genre_shares, intervention_table, plot_genre_shares,
+                             plot_sweeps, set_tables, true_top)
 
 
 def test_aggregate_mean_and_sample_std_over_seeds():
@@ -33,3 +39,76 @@ def test_claim_table_rows_and_verdicts():
     assert rows["t_diverse/sampled/recall@25"].endswith("| yes |")
     assert rows["truth/bias_amplification@25"].endswith("| no |")  # 0.001 lower: inside the spread
     assert "0.5000 ± 0.0100" in rows["t_diverse/sampled/recall@25"] and "3 seed(s)" in table
+
+
+def _summary(scale):
+    keys = {"weak/sampled/recall@10": 0.2, "weak/sampled/recall@25": 0.4, "weak/sampled/ndcg@10": 0.1,
+            "weak/full/recall@10": 0.15, "weak/truth/ndcg@10": 0.8, "weak/truth/bias_amplification@10": 0.05,
+            "weak/truth/pred_share@10": 0.6, "truth/ndcg@10": 0.7, "t_diverse/full/ndcg@25": 0.3}
+    return {"mean": {k: v * scale for k, v in keys.items()}, "std": {k: 0.01 for k in keys}}
+
+
+def test_set_tables_one_table_per_set_and_protocol_in_paper_order():
+    text = set_tables({"cmvae": _summary(0.5), "student": _summary(1.0)}, variants=("student", "cmvae"))
+    titles = [line for line in text.splitlines() if line.startswith("### ")]
+    assert titles == ["### t_diverse — full", "### weak — sampled", "### weak — full", "### weak — truth",
+                      "### all truth metrics of the intervene scheme's test set — truth"]
+    weak_sampled = text.split("### weak — sampled")[1].split("###")[0]
+    assert "| variant | R@10 | R@25 | N@10 |" in weak_sampled  # recall columns before NDCG, K ascending
+    assert "| student | 0.200 ± 0.010 | 0.400 ± 0.010 | 0.100 ± 0.010 |" in weak_sampled
+    assert weak_sampled.index("| student") < weak_sampled.index("| cmvae")  # the order asked for
+    weak_truth = text.split("### weak — truth")[1].split("###")[0]
+    assert "| variant | N@10 | BA@10 |" in weak_truth and "pred_share" not in text  # helper metrics left out
+    assert set_tables({"other": _summary(1.0)}) == "(no metrics)\n"
+    partial = set_tables({"student": _summary(1.0), "cmvae": {"mean": {}, "std": {}}}, variants=("student", "cmvae"))
+    assert "| cmvae | – |" in partial  # a metric a variant lacks shows as a dash, not as a zero
+
+
+def test_genre_shares_count_every_list_entry():
+    codes = np.array([0, 0, 1, 2])  # music 0, 1: genre 0; music 2: genre 1; music 3: genre 2
+    top = np.array([[0, 1], [2, 3]])
+    np.testing.assert_allclose(genre_shares(top, codes, 4), [0.5, 0.25, 0.25, 0.0])
+    with pytest.raises(ValueError, match="non-empty"):
+        genre_shares(np.zeros((0, 2), dtype=int), codes, 4)
+
+
+def test_true_top_ranks_by_compatibility_with_stable_ties():
+    rel = np.array([[0.1, 0.9, 0.5, 0.9], [1.0, 0.0, 0.0, 0.0]], dtype=np.float16)
+    np.testing.assert_array_equal(true_top(rel, 3), [[1, 3, 2], [0, 1, 2]])
+
+
+def test_genre_share_png_same_numbers_same_bytes(tmp_path):
+    shares = {"truth": np.array([0.5, 0.5, 0.0]), "student": np.array([0.2, 0.3, 0.5])}
+    digests = []
+    for name in ("a.png", "b.png"):
+        plot_genre_shares(shares, ["x", "y", "z"], "title", tmp_path / name)
+        digests.append(hashlib.md5((tmp_path / name).read_bytes()).hexdigest())
+    assert digests[0] == digests[1]
+    assert (tmp_path / "a.png").read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+    assert b"matplotlib" not in (tmp_path / "a.png").read_bytes()  # no Software/version metadata
+    plot_genre_shares({**shares, "student": np.array([0.3, 0.3, 0.4])}, ["x", "y", "z"], "title", tmp_path / "c.png")
+    assert hashlib.md5((tmp_path / "c.png").read_bytes()).hexdigest() != digests[0]
+
+
+def test_intervention_table_orders_ratios_numerically_with_a_column_per_variant():
+    def summary(offset):
+        mean = {f"intervention_{x}/full/recall@25": float(x) + offset for x in ("0.8", "0.5", "0.65")}
+        mean["intervention_0.5/sampled/recall@25"] = 9.0  # another protocol: ignored
+        mean["intervention_0.5/full/recall@10"] = 9.0  # another K: ignored
+        return {"mean": mean, "std": {k: 0.01 for k in mean}}
+    table = intervention_table({"student": summary(0.0), "cmvae": summary(0.1)}, 25)
+    assert list(table.columns) == ["ratio", "student", "student_std", "cmvae", "cmvae_std"]
+    assert table["ratio"].tolist() == [0.5, 0.65, 0.8]
+    assert table["cmvae"].tolist() == pytest.approx([0.6, 0.75, 0.9])
+    assert intervention_table({"student": {"mean": {}, "std": {}}}, 25).empty
+
+
+def test_sweeps_png_same_numbers_same_bytes(tmp_path):
+    kl = pd.DataFrame({"kl_weight": [0.0, 1.0, 40.0], "val_recall": [0.5, 0.55, 0.6],
+                       "val_recall_std": [0.01, 0.02, 0.03], "val_weak": [0.5, 0.5, 0.6]})
+    inter = pd.DataFrame({"ratio": [0.5, 0.8], "student": [0.3, 0.2], "student_std": [0.01, 0.02]})
+    plot_sweeps(kl, inter, ["student", "cmvae"], 25, 40.0, tmp_path / "a.png")
+    plot_sweeps(kl, inter, ["student", "cmvae"], 25, 40.0, tmp_path / "b.png")
+    assert (tmp_path / "a.png").read_bytes() == (tmp_path / "b.png").read_bytes()
+    plot_sweeps(None, inter.iloc[:0], ["student"], 25, None, tmp_path / "empty.png")  # nothing swept: still a figure
+    assert (tmp_path / "empty.png").read_bytes()[:4] == b"\x89PNG"

@@ -206,3 +206,32 @@ def test_e2e_params_file_has_every_params_group():
     full = yaml.safe_load((ROOT / "params.yaml").read_text())
     tiny = yaml.safe_load((ROOT / "tests/e2e/params.yaml").read_text())
     assert sorted(tiny) == sorted(full)
+
+
+def test_sweep_stage_tracks_every_student_key_but_kl_weight():
+    """The sweep varies kl_weight itself; every other student key must re-run it when changed."""
+    params = yaml.safe_load((ROOT / "params.yaml").read_text())
+    stage = yaml.safe_load((ROOT / "dvc.yaml").read_text())["stages"]["sweep"]
+    tracked = {p.split(".", 1)[1] for p in stage["params"] if isinstance(p, str) and p.startswith("student.")}
+    assert tracked == set(params["student"]) - {"kl_weight"}
+    assert "student" not in stage["params"]  # the whole group would re-run the sweep on every kl_weight change
+
+
+def test_sweep_params_are_checked():
+    from pipeline.config import from_group
+    from stages.sweep import SweepParams
+
+    assert from_group(SweepParams, {"kl_weights": [0, 40], "schemes": ["weak"]}, "sweep").kl_weights == (0.0, 40.0)
+    for bad in ([], [1, 1], [-1, 2]):
+        with pytest.raises(ParamsError, match="sweep.kl_weights"):
+            from_group(SweepParams, {"kl_weights": bad}, "sweep")
+
+
+@pytest.mark.parametrize("params_file", ["params.yaml", "tests/e2e/params.yaml"])
+def test_every_dotted_param_dvc_tracks_is_in_the_params_file(params_file):
+    """DVC refuses to run a stage whose `group.key` param is absent from params.yaml (defaults do not count)."""
+    params = yaml.safe_load((ROOT / params_file).read_text())
+    stages = yaml.safe_load((ROOT / "dvc.yaml").read_text())["stages"]
+    dotted = {p for st in stages.values() for p in st.get("params", []) if isinstance(p, str) and "." in p}
+    missing = sorted(p for p in dotted if p.split(".", 1)[1] not in (params.get(p.split(".", 1)[0]) or {}))
+    assert missing == []

@@ -148,7 +148,7 @@ def test_params_are_checked():
 # Only these modules may name the truth directory: the world writes it, ingest carries it, evaluation
 # (and the genre stage's accuracy-against-truth metric) read it.
 TRUTH_READERS = {"pipeline/truth.py", "pipeline/data/worldgen.py", "pipeline/data/importers.py", "pipeline/data/importcommon.py",
-                 "pipeline/evaluate.py", "stages/evaluate.py", "stages/genre.py",
+                 "pipeline/evaluate.py", "stages/evaluate.py", "stages/report.py", "stages/genre.py",
                  "pipeline/report.py", "stages/probe.py"}  # report.py only names the truth metrics' keys ("truth/ndcg@K")
 TRAINING = ("pipeline/train.py", "pipeline/models", "pipeline/losses.py", "pipeline/experiment.py",
             "stages/train_teacher.py", "stages/train_student.py")

@@ -1,0 +1,58 @@
+"""Stage `sweep`: the student's validation Recall for each `sweep.kl_weights` -> reports/kl_sweep.csv.
+
+Everything but kl_weight comes from the `student` group; runs from `train` (seeds), restricted to
+`sweep.schemes`. Validation sets only (pipeline/sweep.py). `dvc plots show reports/kl_sweep.csv` draws it;
+the report stage draws it in reports/sweeps.png.
+"""
+import dataclasses
+import logging
+from dataclasses import dataclass
+from pathlib import Path
+
+from pipeline.config import from_group
+from pipeline.errors import ParamsError
+from pipeline.experiment import RunsConfig
+from pipeline.io import atomic_path
+from pipeline.models.debcm import DebCMConfig
+from pipeline.sampling.dataset import load_dataset
+from pipeline.sweep import kl_sweep
+from pipeline.train import load_features
+from pipeline.truth import forbid_truth_reads
+from stages.common import group, setup
+
+OUT = Path("reports/kl_sweep.csv")
+log = logging.getLogger("stages.sweep")
+
+
+@dataclass
+class SweepParams:
+    kl_weights: tuple[float, ...] = (0.0, 0.1, 1.0, 4.0, 10.0, 40.0, 100.0, 400.0)
+    schemes: tuple[str, ...] = ("weak", "strong")  # empty: train.schemes
+
+    def __post_init__(self) -> None:
+        self.kl_weights = tuple(float(w) for w in self.kl_weights)
+        self.schemes = tuple(str(s) for s in self.schemes)
+
+    def validate(self) -> None:
+        if not self.kl_weights or len(set(self.kl_weights)) != len(self.kl_weights) or min(self.kl_weights) < 0:
+            raise ParamsError(f"sweep.kl_weights: {list(self.kl_weights)}; expected distinct values >= 0")
+
+
+def main() -> None:
+    p = from_group(SweepParams, setup("sweep"), "sweep")
+    student = from_group(DebCMConfig, group("student"), "student")
+    runs = from_group(RunsConfig, group("train"), "train")
+    if p.schemes:
+        runs = dataclasses.replace(runs, schemes=p.schemes)
+    forbid_truth_reads()  # a training stage: it never sees the simulated world's truth
+    table = kl_sweep(load_features("data/features"), load_dataset("data/dataset"), student, runs, p.kl_weights,
+                     Path("models/teacher"))
+    with atomic_path(OUT) as tmp:
+        table.to_csv(tmp, index=False, float_format="%.6f")
+    best = table.loc[table["val_recall"].idxmax()]
+    log.info("sweep: best validation recall %.4f at kl_weight %g (params.yaml has %g)", best["val_recall"],
+             best["kl_weight"], student.kl_weight)
+
+
+if __name__ == "__main__":
+    main()
