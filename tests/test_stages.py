@@ -208,10 +208,12 @@ def test_e2e_params_file_has_every_params_group():
     assert sorted(tiny) == sorted(full)
 
 
-def test_sweep_stage_tracks_every_student_key_but_kl_weight():
-    """The sweep varies kl_weight itself; every other student key must re-run it when changed."""
+@pytest.mark.parametrize("name", ["sweep", "baselines"])
+def test_stage_tracks_every_student_key_but_kl_weight(name):
+    """The sweep varies kl_weight itself and the baselines set it to 0: every other student key must re-run
+    them when changed, and kl_weight must not."""
     params = yaml.safe_load((ROOT / "params.yaml").read_text())
-    stage = yaml.safe_load((ROOT / "dvc.yaml").read_text())["stages"]["sweep"]
+    stage = yaml.safe_load((ROOT / "dvc.yaml").read_text())["stages"][name]
     tracked = {p.split(".", 1)[1] for p in stage["params"] if isinstance(p, str) and p.startswith("student.")}
     assert tracked == set(params["student"]) - {"kl_weight"}
     assert "student" not in stage["params"]  # the whole group would re-run the sweep on every kl_weight change
