@@ -5,6 +5,7 @@ This is the ONLY library module that reads the world's truth (`data/raw/truth/`)
 """
 from __future__ import annotations
 
+import contextlib
 import logging
 from dataclasses import dataclass
 from pathlib import Path
@@ -113,6 +114,34 @@ def majority_genre(dataset: Dataset, scheme: str, video_ids: Sequence[str]) -> n
     return np.array(major.loc[uploader.to_numpy()].to_numpy(), dtype=np.int64)
 
 
+@contextlib.contextmanager
+def _eval_mode(model):
+    """The model in eval mode (no dropout, posterior means) for the block, its own mode restored after."""
+    was = model.training
+    model.eval()
+    try:
+        yield
+    finally:
+        model.train(was)
+
+
+def pool_embedding(model, features: Features, dataset: Dataset, music_genre: np.ndarray | None = None):
+    """Inference embedding of every dataset music clip (rows in dataset.music_ids order), on the model's device;
+    `music_genre` [M, G] defaults to the genre stage's probabilities (what DebCM's music side reads)."""
+    device = next(model.parameters()).device
+    genre = music_genre if music_genre is not None else music_genre_matrix(dataset)
+    rows = features.music_rows(dataset.music_ids, "dataset music")
+    return embed(model.music_embedding, {"music": features.music[rows].to(device),
+                                         "music_genre": torch.as_tensor(genre, dtype=torch.float32, device=device)})
+
+
+def video_embedding(model, features: Features, video_ids: Sequence[str], what: str):
+    """Inference embedding of these videos (PoE of visual and, where present, text) on the model's device."""
+    device = next(model.parameters()).device
+    rows = features.video_rows(list(video_ids), what)
+    return embed(model.video_embedding, {k: v.to(device) for k, v in features.video_batch(rows).items()})
+
+
 @torch.no_grad()
 def evaluate_model(model, features: Features, dataset: Dataset, truth: Truth | None = None,
                    ks: Sequence[int] = DEFAULT_KS, *, sets: Sequence[str] | None = None,
@@ -133,20 +162,12 @@ def evaluate_model(model, features: Features, dataset: Dataset, truth: Truth | N
     if not names:
         raise DataError(f"evaluate: the dataset holds no test set (eval sets: {sorted(dataset.eval_sets)})")
     primary = primary or dataset.info.get("intervene_scheme") or next(iter(names))
-    device = next(model.parameters()).device
-    was = model.training
-    model.eval()
-    try:
-        genre = music_genre if music_genre is not None else music_genre_matrix(dataset)
-        music_rows = features.music_rows(dataset.music_ids, "dataset music")
-        music_z = embed(model.music_embedding, {"music": features.music[music_rows].to(device),
-                                                "music_genre": torch.as_tensor(genre, dtype=torch.float32,
-                                                                               device=device)})
+    with _eval_mode(model):
+        music_z = pool_embedding(model, features, dataset, music_genre)
         out: dict[str, float] = {}
         for name, key in names.items():
             es = dataset.eval_sets[key]
-            rows = features.video_rows(list(es.video_id), f"test set {key}")
-            video_z = embed(model.video_embedding, {k: v.to(device) for k, v in features.video_batch(rows).items()})
+            video_z = video_embedding(model, features, list(es.video_id), f"test set {key}")
             scores = ScoreMatrix(video_emb=video_z, music_emb=music_z)
             candidates = np.concatenate([es.positive[:, None], es.negatives], axis=1)
             ranks = {"sampled": sampled_ranks(scores, candidates), "full": full_ranks(scores, np.array(es.positive))}
@@ -160,8 +181,6 @@ def evaluate_model(model, features: Features, dataset: Dataset, truth: Truth | N
                     out[f"{name}/truth/{metric.replace('truth_', '')}"] = value
             log.info("%s: %d videos, full recall@%d %.4f", name, len(es.video_id), ks[-1],
                      out[f"{name}/full/recall@{ks[-1]}"])
-    finally:
-        model.train(was)
     if truth is not None and primary in names:
         prefix = f"{primary}/truth/"
         out.update({"truth/" + k[len(prefix):]: v for k, v in list(out.items()) if k.startswith(prefix)})
@@ -181,22 +200,11 @@ def top_music(model, features: Features, dataset: Dataset, video_ids: Sequence[s
     evaluate_model scores (model.video_embedding against model.music_embedding over the whole pool)."""
     if not 0 < k <= len(dataset.music_ids):
         raise DataError(f"top_music: k={k}, expected 1..{len(dataset.music_ids)} (the pool size)")
-    device = next(model.parameters()).device
-    was = model.training
-    model.eval()
-    try:
-        genre = music_genre if music_genre is not None else music_genre_matrix(dataset)
-        music_rows = features.music_rows(dataset.music_ids, "dataset music")
-        music_z = embed(model.music_embedding, {"music": features.music[music_rows].to(device),
-                                                "music_genre": torch.as_tensor(genre, dtype=torch.float32,
-                                                                               device=device)})
-        rows = features.video_rows(list(video_ids), "top_music videos")
-        video_z = embed(model.video_embedding, {key: v.to(device) for key, v in features.video_batch(rows).items()})
-        scores = video_z @ music_z.T
+    with _eval_mode(model):
+        scores = video_embedding(model, features, video_ids, "top_music videos") @ \
+            pool_embedding(model, features, dataset, music_genre).T
         # stable: ties keep the lower music index, so the same scores give the same lists everywhere
         order = torch.sort(scores, dim=1, descending=True, stable=True).indices[:, :k]
-    finally:
-        model.train(was)
     return order.cpu().numpy().astype(np.int64)
 
 

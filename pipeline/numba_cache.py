@@ -26,7 +26,6 @@ def warm() -> None:
         importlib.import_module(name)
 
 
-
 def warm_locked() -> None:
     """`warm()` under an exclusive file lock: for worker processes that start together on a machine no
     parent has prepared (Ray tasks on another node), so that only one of them compiles the cache."""

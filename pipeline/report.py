@@ -2,6 +2,7 @@
 markdown table that states whether DebCM beats CMVAE by more than the seed-to-seed spread."""
 from __future__ import annotations
 
+import contextlib
 import re
 from typing import Mapping, Sequence
 
@@ -129,29 +130,37 @@ def true_top(relevance: np.ndarray, k: int) -> np.ndarray:
     return np.argsort(-np.asarray(relevance, dtype=np.float64), axis=1, kind="stable")[:, :k]
 
 
-def plot_genre_shares(shares: Mapping[str, np.ndarray], genres: Sequence[str], title: str, path) -> None:
-    """Grouped bar chart (one group per genre, one bar per row of `shares`) written as a PNG without
-    the Software/date metadata, so that the same numbers give the same bytes."""
+@contextlib.contextmanager
+def _png(path, columns: int, size: tuple[float, float]):
+    """Axes (one, or a tuple of `columns`) of a new figure, written to `path` as a PNG when the block ends:
+    headless (Agg), 100 dpi, and without the Software metadata, so the same numbers give the same bytes."""
     import matplotlib
 
     matplotlib.use("Agg")
     from matplotlib import pyplot as plt
 
+    fig, axes = plt.subplots(1, columns, figsize=size, dpi=100)
+    try:
+        yield axes
+        fig.tight_layout()
+        fig.savefig(path, format="png", metadata={"Software": None})
+    finally:
+        plt.close(fig)
+
+
+def plot_genre_shares(shares: Mapping[str, np.ndarray], genres: Sequence[str], title: str, path) -> None:
+    """Grouped bar chart (one group per genre, one bar per row of `shares`) written as a PNG without
+    the Software/date metadata, so that the same numbers give the same bytes."""
     names = list(shares)
     width = 0.8 / max(len(names), 1)
     x = np.arange(len(genres))
-    fig, ax = plt.subplots(figsize=(8, 4), dpi=100)
-    try:
+    with _png(path, 1, (8, 4)) as ax:
         for i, name in enumerate(names):
             ax.bar(x + (i - (len(names) - 1) / 2) * width, shares[name], width, label=name)
         ax.set_xticks(x, list(genres))
         ax.set_ylabel("share of the top-K lists")
         ax.set_title(title, fontsize=10)
         ax.legend(fontsize=8, ncols=2)
-        fig.tight_layout()
-        fig.savefig(path, format="png", metadata={"Software": None})
-    finally:
-        plt.close(fig)
 
 
 # ---------------------------------------------------------------- sweeps
@@ -180,13 +189,7 @@ def plot_sweeps(kl: pd.DataFrame | None, intervention: pd.DataFrame, variants: S
     """Two panels: validation Recall against the student's KL weight (symlog x: the sweep starts at 0), and
     each variant's test Recall@k against the intervention ratio X; error bars are the seed std. PNG bytes
     depend only on the numbers (no Software/date metadata)."""
-    import matplotlib
-
-    matplotlib.use("Agg")
-    from matplotlib import pyplot as plt
-
-    fig, (left, right) = plt.subplots(1, 2, figsize=(10, 4), dpi=100)
-    try:
+    with _png(path, 2, (10, 4)) as (left, right):
         if kl is not None and len(kl):
             left.errorbar(kl["kl_weight"], kl["val_recall"], yerr=kl["val_recall_std"], marker="o", capsize=3,
                           label="student, all swept runs")
@@ -214,7 +217,3 @@ def plot_sweeps(kl: pd.DataFrame | None, intervention: pd.DataFrame, variants: S
         right.set_xlabel("intervention ratio X")
         right.set_ylabel(f"test Recall@{k} (full ranking)")
         right.set_title("robustness to the genre intervention", fontsize=10)
-        fig.tight_layout()
-        fig.savefig(path, format="png", metadata={"Software": None})
-    finally:
-        plt.close(fig)

@@ -28,6 +28,14 @@ from pipeline.train import Features
 log = logging.getLogger(__name__)
 
 
+def check_kl_weights(weights: Sequence[float]) -> tuple[float, ...]:
+    """The weights as floats; a ParamsError unless they are distinct and >= 0 (params key sweep.kl_weights)."""
+    weights = tuple(float(w) for w in weights)
+    if not weights or len(set(weights)) != len(weights) or min(weights) < 0:
+        raise ParamsError(f"sweep.kl_weights: {list(weights)}; expected distinct values >= 0")
+    return weights
+
+
 def sweep_row(weight: float, scores: dict[str, float], schemes: Sequence[str]) -> dict[str, float]:
     """One sweep row from {run name `<scheme>_s<seed>`: best validation score}: the mean over every run, the
     seed spread (sample std over seeds of each seed's mean over the schemes; 0 for one seed), then the mean
@@ -47,9 +55,7 @@ def sweep_row(weight: float, scores: dict[str, float], schemes: Sequence[str]) -
 def kl_sweep(features: Features, dataset: Dataset, student: DebCMConfig, runs: RunsConfig,
              weights: Sequence[float], teacher_dir: Path) -> pd.DataFrame:
     """Validation score of the student for each KL weight (rows sorted by weight)."""
-    weights = sorted(float(w) for w in weights)
-    if not weights or len(set(weights)) != len(weights) or weights[0] < 0:
-        raise ParamsError(f"sweep.kl_weights: {weights}; expected distinct values >= 0")
+    weights = sorted(check_kl_weights(weights))
     schemes = runs.schemes_of(dataset)
     rows = []
     for weight in weights:

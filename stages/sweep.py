@@ -10,12 +10,11 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from pipeline.config import from_group
-from pipeline.errors import ParamsError
 from pipeline.experiment import RunsConfig
 from pipeline.io import atomic_path
 from pipeline.models.debcm import DebCMConfig
 from pipeline.sampling.dataset import load_dataset
-from pipeline.sweep import kl_sweep
+from pipeline.sweep import check_kl_weights, kl_sweep
 from pipeline.train import load_features
 from pipeline.truth import forbid_truth_reads
 from stages.common import group, setup
@@ -30,12 +29,10 @@ class SweepParams:
     schemes: tuple[str, ...] = ("weak", "strong")  # empty: train.schemes
 
     def __post_init__(self) -> None:
-        self.kl_weights = tuple(float(w) for w in self.kl_weights)
         self.schemes = tuple(str(s) for s in self.schemes)
 
     def validate(self) -> None:
-        if not self.kl_weights or len(set(self.kl_weights)) != len(self.kl_weights) or min(self.kl_weights) < 0:
-            raise ParamsError(f"sweep.kl_weights: {list(self.kl_weights)}; expected distinct values >= 0")
+        self.kl_weights = check_kl_weights(self.kl_weights)
 
 
 def main() -> None:
