@@ -147,8 +147,8 @@ def main() -> None:
     OUT.mkdir(exist_ok=True)
     _write_text(OUT / "tables.md", f"# Every variant on every test set (mean ± std over seeds {list(runs.seeds)})\n\n"
                                    f"R: weighted Recall, N: weighted NDCG, BA: bias amplification (lower is better)."
-                                   f"\n\n{set_tables(summary)}")
-    table = claim_table(summary, p.claim_k, len(runs.seeds))
+                                   f"\n\n{set_tables(summary, VARIANTS)}")
+    table = claim_table(summary, p.claim_k, len(runs.seeds), VARIANTS)
     _write_text(OUT / "claim.md", f"# DebCM vs CMVAE (K = {p.claim_k}, schemes {schemes})\n\n{table}")
     log.info("claim table:\n%s", table)
     sweeps(p, summary)

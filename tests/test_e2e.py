@@ -50,7 +50,9 @@ def test_dvc_repro_runs_then_is_up_to_date(repo):
                  "data/raw/truth/compatibility.npy", "data/raw/source.json",
                  "models/teacher/s1.pt", "models/student/weak_s0.pt", "models/student/strong_s1.pt",
                  "models/baselines/cmvae/weak_s1.pt", "models/baselines/decrs/strong_s0.pt",
-                 "models/baselines/no_teacher/weak_s0.pt", "plots/recall/weak_full.csv", "plots/ndcg/truth.csv",
+                 "models/baselines/no_teacher/weak_s0.pt",
+                 "models/baselines/interaction/weak_s0.pt", "models/baselines/interaction_content/strong_s1.pt",
+                 "plots/recall/weak_full.csv", "plots/ndcg/truth.csv",
                  "reports/claim.md", "reports/tables.md", "reports/genre_share.csv", "reports/genre_share.png",
                  "reports/case_study.md", "reports/seeds.json", "reports/kl_sweep.csv", "reports/intervention.csv",
                  "reports/sweeps.png"):
@@ -64,7 +66,7 @@ def test_dvc_repro_runs_then_is_up_to_date(repo):
     assert {"weak/full/recall@2", "strong/sampled/ndcg@1", "truth/ndcg@2"} <= set(metrics["mean"])
     assert set(metrics["mean"]) == set(metrics["std"])
     shown = _run(["dvc", "metrics", "show"], repo)
-    assert "metrics/cmvae.json" in shown and "metrics/decrs.json" in shown
+    assert all(f"metrics/{n}.json" in shown for n in ("cmvae", "decrs", "interaction", "interaction_content"))
     _recommend_ranks_the_pool_and_refuses_bad_videos(repo)
     out = _run(["dvc", "repro"], repo)
     assert "up to date" in out and "Running stage" not in out

@@ -41,6 +41,11 @@ def test_variants_change_one_thing_each():
     assert type(models["cmvae"]) is CMVAE and all(isinstance(models[n], DebCM) for n in VARIANTS if n != "cmvae")
     assert models["no_teacher"].config.kl_weight == 0 and models["no_teacher"].config.confounder_mode == "batch"
     assert models["decrs"].config.confounder_mode == "global" and models["decrs"].config.kl_weight == 0
+    for name, inference in (("interaction", "backdoor"), ("interaction_content", "content")):
+        cfg = models[name].config  # no_teacher but for the confounder: u^T W g(m) in place of concat
+        assert dataclasses.asdict(cfg) == dataclasses.asdict(dataclasses.replace(
+            models["no_teacher"].config, confounder="interaction", inference=inference))
+        assert hasattr(models[name], "interaction") and not hasattr(models[name], "project")
     assert models["cmvae"].config.latent_dim == STUDENT.latent_dim  # same backbone as the student
     assert not variant("student", dataclasses.replace(STUDENT, kl_weight=0.0)).uses_teacher
     with pytest.raises(ParamsError, match="baseline 'popularity'"):

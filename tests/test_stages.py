@@ -219,6 +219,20 @@ def test_stage_tracks_every_student_key_but_kl_weight(name):
     assert "student" not in stage["params"]  # the whole group would re-run the sweep on every kl_weight change
 
 
+def test_dvc_yaml_trains_evaluates_and_reports_every_variant():
+    """pipeline.models.baselines.VARIANTS is what evaluate and report loop over: a variant missing from the
+    matrix, or from their deps and metrics, would be read stale or fail only in the slow end-to-end run."""
+    from pipeline.models.baselines import BASELINES, VARIANTS
+
+    stages = yaml.safe_load((ROOT / "dvc.yaml").read_text())["stages"]
+    assert stages["baselines"]["matrix"]["variant"] == list(BASELINES)
+    models = {f"models/baselines/{name}" for name in BASELINES} | {"models/student"}
+    metrics = {f"metrics/{name}.json" for name in VARIANTS}
+    assert models <= set(stages["evaluate"]["deps"]) and models <= set(stages["report"]["deps"])
+    assert {next(iter(m)) for m in stages["evaluate"]["metrics"]} == metrics
+    assert metrics <= set(stages["report"]["deps"])
+
+
 def test_sweep_params_are_checked():
     from pipeline.config import from_group
     from stages.sweep import SweepParams

@@ -7,6 +7,13 @@ thing at a time:
 - cmvae:      plain CMVAE on UGC, no confounder term and no teacher (the biased baseline).
 - decrs:      DebCM with the DecRS-style global-average confounder (the training mean of the uploader
               distributions in place of each batch's mean), no teacher.
+- interaction, interaction_content: DESIGN's alternative to the paper's concat confounder, no teacher (so
+              `no_teacher` is the model they differ from in one thing). Training adds u^T W g(m) to each
+              pair's score, u the video's own uploader's genre distribution and g(m) the music's genre
+              probabilities, so that taste can explain the uploader-driven part of a choice. At inference
+              `interaction` marginalises u with the training mean (prior^T W g(m), the backdoor form) and
+              `interaction_content` drops the term (content only). The concat confounder adds the same vector
+              to every music embedding at inference, so it cannot reorder a video's list; these two can.
 """
 from __future__ import annotations
 
@@ -45,11 +52,15 @@ def variant(name: str, student: DebCMConfig) -> Variant:
         return Variant(name, False, _debcm(dataclasses.replace(student, kl_weight=0.0)))
     if name == "decrs":
         return Variant(name, False, _debcm(dataclasses.replace(student, kl_weight=0.0, confounder_mode="global")))
+    if name in ("interaction", "interaction_content"):
+        inference = "backdoor" if name == "interaction" else "content"
+        return Variant(name, False, _debcm(dataclasses.replace(student, kl_weight=0.0, confounder="interaction",
+                                                               inference=inference)))
     if name == "cmvae":
         cfg = cmvae_part(student)
         return Variant(name, False, lambda v, m, t: CMVAE(v, m, t, cfg))
     raise ParamsError(f"baseline {name!r}: expected one of {list(VARIANTS)}")
 
 
-VARIANTS = ("student", "no_teacher", "cmvae", "decrs")
+VARIANTS = ("student", "no_teacher", "cmvae", "decrs", "interaction", "interaction_content")
 BASELINES = VARIANTS[1:]
