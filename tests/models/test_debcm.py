@@ -177,3 +177,37 @@ def test_student_loss_is_deterministic_given_the_seed(batch):
     torch.manual_seed(4)
     b = model.loss(full)
     assert all(torch.equal(a[k], b[k]) for k in a)
+
+
+def taste_driven_batch(n: int = 96, seed: int = 0) -> dict[str, torch.Tensor]:
+    """Choices made by taste alone: each uploader mostly likes one genre and picks music of it; the video and
+    music features carry no genre, so only u^T W g(m) can explain the choices."""
+    g = torch.Generator().manual_seed(seed)
+    liked = torch.randint(0, 6, (n,), generator=g)
+    uploader = torch.full((n, 6), 0.04).scatter_(1, liked.unsqueeze(1), 0.8)
+    return {"visual": torch.randn(n, VISUAL, generator=g), "text": torch.zeros(n, TEXT),
+            "text_mask": torch.zeros(n, dtype=torch.bool), "music": torch.randn(n, MUSIC, generator=g),
+            "music_genre": torch.eye(6)[liked], "uploader_dist": uploader}
+
+
+def learned_taste(steps: int, lr: float) -> float:
+    """Mean diagonal minus mean off-diagonal of W after training on taste-driven choices."""
+    batch = taste_driven_batch()
+    model = student(confounder="interaction", kl_weight=0.0, subsample=False).train()
+    opt = torch.optim.Adam(model.parameters(), lr=lr)
+    for step in range(steps):
+        torch.manual_seed(step)
+        opt.zero_grad()
+        model.loss(batch)["total"].backward()
+        opt.step()
+    w = model.interaction.detach()
+    return float(w.diagonal().mean() - (w.sum() - w.diagonal().sum()) / 30)
+
+
+def test_interaction_term_learns_the_taste_that_drives_choices():
+    """W starts at zero; on choices driven by taste it grows a positive diagonal (an uploader's liked genre
+    scores higher: 1.74 after 200 steps at lr 1e-2 here. Adam moves each entry by about lr per step, so the
+    gap grows by at most about 2 lr per step: 20 steps at lr 1e-3 (what the default world's early-stopped
+    runs take) give 0.039, which is why its interaction variants rank almost as plain CMVAE (README)."""
+    assert learned_taste(steps=200, lr=1e-2) > 1.0
+    assert 0 < learned_taste(steps=20, lr=1e-3) < 0.05
