@@ -9,6 +9,8 @@ from typing import Mapping, Sequence
 import numpy as np
 import pandas as pd
 
+from pipeline.models.baselines import VARIANTS
+
 # (metric key, higher is better) of the claim under test: T_diverse and the truth metrics
 CLAIM_METRICS = (("t_diverse/sampled/recall@{k}", True), ("t_diverse/sampled/ndcg@{k}", True),
                  ("t_diverse/full/recall@{k}", True), ("t_diverse/full/ndcg@{k}", True),
@@ -39,7 +41,7 @@ def beats(a_mean: float, a_std: float, b_mean: float, b_std: float, higher_bette
 
 
 def claim_table(summary: Mapping[str, Mapping[str, Mapping[str, float]]], k: int, n_seeds: int,
-                variants: Sequence[str] = ("student", "no_teacher", "decrs", "cmvae"),
+                variants: Sequence[str] = VARIANTS,
                 challenger: str = "student", baseline: str = "cmvae") -> str:
     """Markdown: one row per claim metric, mean +- std of each variant, and the verdict of
     `challenger` vs `baseline`. Metrics a summary lacks (no truth on real data) are left out."""
@@ -83,7 +85,7 @@ SHORT = {"recall": "R", "ndcg": "N", "bias_amplification": "BA"}
 
 
 def set_tables(summary: Mapping[str, Mapping[str, Mapping[str, float]]],
-               variants: Sequence[str] = ("student", "no_teacher", "decrs", "cmvae")) -> str:
+               variants: Sequence[str] = VARIANTS) -> str:
     """Markdown, one table per test set and protocol as in the papers: a row per variant, columns R@K then
     N@K (truth: truth NDCG@K, then bias amplification BA@K, lower is better), mean ± std over seeds."""
     have = [v for v in variants if v in summary]
@@ -167,7 +169,7 @@ def plot_genre_shares(shares: Mapping[str, np.ndarray], genres: Sequence[str], t
 
 def intervention_table(summary: Mapping[str, Mapping[str, Mapping[str, float]]], k: int, metric: str = "recall",
                        protocol: str = "full",
-                       variants: Sequence[str] = ("student", "no_teacher", "cmvae", "decrs")) -> pd.DataFrame:
+                       variants: Sequence[str] = VARIANTS) -> pd.DataFrame:
     """Test `metric@k` against the intervention ratio X (the papers' robustness figure): a row per X found in
     the summaries, a column per variant (seed mean) and `<variant>_std`."""
     have = [v for v in variants if v in summary]

@@ -127,7 +127,7 @@ def genre_and_cases(p: ReportParams, runs: RunsConfig, dataset: Dataset) -> None
 
 
 def sweeps(p: ReportParams, summary: dict) -> None:
-    inter = intervention_table(summary, p.claim_k, variants=VARIANTS)
+    inter = intervention_table(summary, p.claim_k)
     with atomic_path(OUT / "intervention.csv") as tmp:
         inter.to_csv(tmp, index=False, float_format="%.6f")
     kl = pd.read_csv(KL_SWEEP) if KL_SWEEP.exists() else None
@@ -147,8 +147,8 @@ def main() -> None:
     OUT.mkdir(exist_ok=True)
     _write_text(OUT / "tables.md", f"# Every variant on every test set (mean ± std over seeds {list(runs.seeds)})\n\n"
                                    f"R: weighted Recall, N: weighted NDCG, BA: bias amplification (lower is better)."
-                                   f"\n\n{set_tables(summary, VARIANTS)}")
-    table = claim_table(summary, p.claim_k, len(runs.seeds), VARIANTS)
+                                   f"\n\n{set_tables(summary)}")
+    table = claim_table(summary, p.claim_k, len(runs.seeds))
     _write_text(OUT / "claim.md", f"# DebCM vs CMVAE (K = {p.claim_k}, schemes {schemes})\n\n{table}")
     log.info("claim table:\n%s", table)
     sweeps(p, summary)
