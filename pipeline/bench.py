@@ -23,7 +23,10 @@ from pipeline.metrics import ScoreMatrix, full_ranks, ranking_metrics
 from pipeline.models.cmvae import CMVAE, CMVAEConfig
 from pipeline.models.debcm import DebCM, DebCMConfig
 from pipeline.sampling.negatives import sample_negatives
-from pipeline.train import TrainConfig, TrainData, embed, fit, resolve_device
+from pipeline.inference import embed
+from pipeline.training.config import TrainConfig
+from pipeline.training.data import TrainData
+from pipeline.training.loop import fit, resolve_device
 
 N_VIDEOS, N_MUSIC, N_UPLOADERS, VISUAL, TEXT, MUSIC = 146_351, 3_003, 20_000, 1280, 512, 256
 

@@ -5,7 +5,6 @@ This is the ONLY library module that reads the world's truth (`data/raw/truth/`)
 """
 from __future__ import annotations
 
-import contextlib
 import logging
 from dataclasses import dataclass
 from pathlib import Path
@@ -18,9 +17,10 @@ import torch
 from pipeline.data.schema import GENRES, MUSIC_IDS_FILE, VIDEO_IDS_FILE
 from pipeline.errors import DataError
 from pipeline.io import atomic_path, read_ids
-from pipeline.metrics import DEFAULT_KS, ScoreMatrix, full_ranks, ranking_metrics, sampled_ranks, truth_metrics
+from pipeline.metrics import DEFAULT_KS, ScoreMatrix, full_ranks, ranking_metrics, sampled_ranks, truth_per_video
+from pipeline.data.features import Features
+from pipeline.inference import eval_mode, pool_embedding, video_embedding
 from pipeline.sampling.dataset import Dataset
-from pipeline.train import Features, embed, music_genre_matrix
 
 log = logging.getLogger(__name__)
 
@@ -37,7 +37,6 @@ class Truth:
     music_ids: list[str]
     compatibility: np.ndarray  # float16 [V, M] c(v, m), the graded relevance
     music_genre: np.ndarray  # int64 [M] true genre code (index in GENRES)
-    uploader_taste: dict[str, np.ndarray]  # uploader_id -> true pi_u (for reports; not used by the metrics)
 
     def rows(self, video_ids) -> np.ndarray:
         index = {v: i for i, v in enumerate(self.video_ids)}
@@ -56,8 +55,8 @@ def _index(pool: list[str], ids: Sequence[str], where: str) -> np.ndarray:
 
 
 def load_truth(truth_dir: str | Path, video_ids: Sequence[str], music_ids: Sequence[str]) -> Truth:
-    """Read compatibility.npy (float16, rows/columns in truth/{video,music}_ids.txt order), the true genres
-    (music_latents.parquet) and tastes (uploaders.parquet), restricted to `video_ids` x `music_ids`."""
+    """Read compatibility.npy (float16, rows/columns in truth/{video,music}_ids.txt order) and the true genres
+    (music_latents.parquet), restricted to `video_ids` x `music_ids`."""
     d = Path(truth_dir)
     for name in ("compatibility.npy", VIDEO_IDS_FILE, MUSIC_IDS_FILE, "music_latents.parquet"):
         if not (d / name).exists():
@@ -82,12 +81,7 @@ def load_truth(truth_dir: str | Path, video_ids: Sequence[str], music_ids: Seque
     if bad.any():
         raise DataError(f"{d / 'music_latents.parquet'}: music {genres.index[bad][0]!r} has genre "
                         f"{genres[bad].iloc[0]!r}, not in {GENRES}")
-    taste = {}
-    if (d / "uploaders.parquet").exists():
-        ups = pd.read_parquet(d / "uploaders.parquet")
-        taste = {str(u): np.asarray(t, dtype=np.float64) for u, t in zip(ups["uploader_id"], ups["taste"])}
-    return Truth(list(video_ids), list(music_ids), sub, np.array([GENRES.index(g) for g in genres], dtype=np.int64),
-                 taste)
+    return Truth(list(video_ids), list(music_ids), sub, np.array([GENRES.index(g) for g in genres], dtype=np.int64))
 
 
 def eval_set_names(dataset: Dataset) -> dict[str, str]:
@@ -114,40 +108,51 @@ def majority_genre(dataset: Dataset, scheme: str, video_ids: Sequence[str]) -> n
     return np.array(major.loc[uploader.to_numpy()].to_numpy(), dtype=np.int64)
 
 
-@contextlib.contextmanager
-def _eval_mode(model):
-    """The model in eval mode (no dropout, posterior means) for the block, its own mode restored after."""
-    was = model.training
-    model.eval()
-    try:
-        yield
-    finally:
-        model.train(was)
+def _score_set(model, features: Features, dataset: Dataset, key: str, music_z, truth: Truth | None,
+               ks: Sequence[int]) -> pd.DataFrame:
+    """Per-video results of one eval set: weight, ranks under both protocols (full: within the UGC pool),
+    and with truth the per-video truth metrics."""
+    es = dataset.eval_sets[key]
+    video_z = video_embedding(model, features, list(es.video_id), f"test set {key}")
+    scores = ScoreMatrix(video_emb=video_z, music_emb=music_z)
+    candidates = np.concatenate([es.positive[:, None], es.negatives], axis=1)
+    pool = dataset.pool_mask()
+    table = pd.DataFrame({"video_id": es.video_id.astype(str), "weight": es.weight,
+                          "rank_sampled": sampled_ranks(scores, candidates),
+                          "rank_full": full_ranks(scores, np.array(es.positive), candidate_mask=pool)})
+    if truth is not None:
+        rel = truth.compatibility[truth.rows(list(es.video_id))].astype(np.float32)
+        major = majority_genre(dataset, key.rsplit("/", 1)[0], list(es.video_id))
+        per_video = truth_per_video(scores, rel, [k for k in ks if k <= int(pool.sum())], truth.music_genre, major,
+                                    candidate_mask=pool)
+        for metric, values in per_video.items():
+            table[metric.replace("truth_", "")] = values
+    return table
 
 
-def pool_embedding(model, features: Features, dataset: Dataset, music_genre: np.ndarray | None = None):
-    """Inference embedding of every dataset music clip (rows in dataset.music_ids order), on the model's device;
-    `music_genre` [M, G] defaults to the genre stage's probabilities (what DebCM's music side reads)."""
-    device = next(model.parameters()).device
-    genre = music_genre if music_genre is not None else music_genre_matrix(dataset)
-    rows = features.music_rows(dataset.music_ids, "dataset music")
-    return embed(model.music_embedding, {"music": features.music[rows].to(device),
-                                         "music_genre": torch.as_tensor(genre, dtype=torch.float32, device=device)})
-
-
-def video_embedding(model, features: Features, video_ids: Sequence[str], what: str):
-    """Inference embedding of these videos (PoE of visual and, where present, text) on the model's device."""
-    device = next(model.parameters()).device
-    rows = features.video_rows(list(video_ids), what)
-    return embed(model.video_embedding, {k: v.to(device) for k, v in features.video_batch(rows).items()})
+def set_metrics(table: pd.DataFrame, name: str, ks: Sequence[int]) -> dict[str, float]:
+    """Flat metrics `<name>/<sampled|full>/<recall|ndcg>@K` (and `<name>/truth/...`) of one per-video table."""
+    out = {}
+    for protocol in PROTOCOLS:
+        for metric, value in ranking_metrics(table[f"rank_{protocol}"].to_numpy(), ks, table["weight"]).items():
+            out[f"{name}/{protocol}/{metric}"] = value
+    for column in table.columns:
+        if column.startswith(("ndcg@", "pred_share@", "true_share@")):
+            out[f"{name}/truth/{column}"] = float(table[column].mean())
+    for k in ks:
+        if f"pred_share@{k}" in table.columns:
+            out[f"{name}/truth/bias_amplification@{k}"] = out[f"{name}/truth/pred_share@{k}"] - \
+                out[f"{name}/truth/true_share@{k}"]
+    return out
 
 
 @torch.no_grad()
 def evaluate_model(model, features: Features, dataset: Dataset, truth: Truth | None = None,
                    ks: Sequence[int] = DEFAULT_KS, *, sets: Sequence[str] | None = None,
-                   primary: str | None = None, music_genre: np.ndarray | None = None) -> dict[str, float]:
-    """Flat metrics `<set>/<sampled|full>/<recall|ndcg>@K`, and with `truth` `<set>/truth/<metric>@K`
-    plus `truth/<metric>@K` for the `primary` set (default: the scheme T_diverse/T_matching came from).
+                   primary: str | None = None) -> tuple[dict[str, float], pd.DataFrame]:
+    """(flat metrics, per-video table) of one model. Metrics: `<set>/<sampled|full>/<recall|ndcg>@K`, with
+    `truth` also `<set>/truth/<metric>@K` and `truth/<metric>@K` for the `primary` set (default: the scheme
+    T_diverse/T_matching came from). The per-video table has a `set` column and one row per test video.
 
     Scores come from model.video_embedding / music_embedding (what inference ranks with). `sets` limits
     the test sets by metric name: a model trained on one scheme should be scored on that scheme's test set
@@ -162,50 +167,21 @@ def evaluate_model(model, features: Features, dataset: Dataset, truth: Truth | N
     if not names:
         raise DataError(f"evaluate: the dataset holds no test set (eval sets: {sorted(dataset.eval_sets)})")
     primary = primary or dataset.info.get("intervene_scheme") or next(iter(names))
-    with _eval_mode(model):
-        music_z = pool_embedding(model, features, dataset, music_genre)
-        out: dict[str, float] = {}
+    out: dict[str, float] = {}
+    tables = []
+    with eval_mode(model):
+        music_z = pool_embedding(model, features, dataset.music_ids, dataset.genre_matrix())
         for name, key in names.items():
-            es = dataset.eval_sets[key]
-            video_z = video_embedding(model, features, list(es.video_id), f"test set {key}")
-            scores = ScoreMatrix(video_emb=video_z, music_emb=music_z)
-            candidates = np.concatenate([es.positive[:, None], es.negatives], axis=1)
-            ranks = {"sampled": sampled_ranks(scores, candidates), "full": full_ranks(scores, np.array(es.positive))}
-            for protocol in PROTOCOLS:
-                for metric, value in ranking_metrics(ranks[protocol], ks, es.weight).items():
-                    out[f"{name}/{protocol}/{metric}"] = value
-            if truth is not None:
-                rel = truth.compatibility[truth.rows(list(es.video_id))].astype(np.float32)
-                major = majority_genre(dataset, key.rsplit("/", 1)[0], list(es.video_id))
-                for metric, value in truth_metrics(scores, rel, ks, truth.music_genre, major).items():
-                    out[f"{name}/truth/{metric.replace('truth_', '')}"] = value
-            log.info("%s: %d videos, full recall@%d %.4f", name, len(es.video_id), ks[-1],
+            table = _score_set(model, features, dataset, key, music_z, truth, ks)
+            out.update(set_metrics(table, name, ks))
+            tables.append(table.assign(set=name))
+            log.info("%s: %d videos, full recall@%d %.4f", name, len(table), ks[-1],
                      out[f"{name}/full/recall@{ks[-1]}"])
     if truth is not None and primary in names:
         prefix = f"{primary}/truth/"
         out.update({"truth/" + k[len(prefix):]: v for k, v in list(out.items()) if k.startswith(prefix)})
-    return out
-
-
-def evaluate_models(models: Mapping[str, object], features: Features, dataset: Dataset, truth: Truth | None = None,
-                    ks: Sequence[int] = DEFAULT_KS, **kwargs) -> dict[str, dict[str, float]]:
-    """evaluate_model for each named model (student, student without teacher, CMVAE, DecRS, ...)."""
-    return {name: evaluate_model(m, features, dataset, truth, ks, **kwargs) for name, m in models.items()}
-
-
-@torch.no_grad()
-def top_music(model, features: Features, dataset: Dataset, video_ids: Sequence[str], k: int,
-              music_genre: np.ndarray | None = None) -> np.ndarray:
-    """[N, k] indices into dataset.music_ids of each video's k best-scored music, best first, scored as
-    evaluate_model scores (model.video_embedding against model.music_embedding over the whole pool)."""
-    if not 0 < k <= len(dataset.music_ids):
-        raise DataError(f"top_music: k={k}, expected 1..{len(dataset.music_ids)} (the pool size)")
-    with _eval_mode(model):
-        scores = video_embedding(model, features, video_ids, "top_music videos") @ \
-            pool_embedding(model, features, dataset, music_genre).T
-        # stable: ties keep the lower music index, so the same scores give the same lists everywhere
-        order = torch.sort(scores, dim=1, descending=True, stable=True).indices[:, :k]
-    return order.cpu().numpy().astype(np.int64)
+    per_video = pd.concat(tables, ignore_index=True)
+    return out, per_video[["set", *[c for c in per_video.columns if c != "set"]]]
 
 
 PLOTTED = ("recall", "ndcg", "bias_amplification")  # per-K metrics drawn by `dvc plots`
@@ -254,15 +230,18 @@ def sets_of_scheme(dataset: Dataset, scheme: str) -> list[str]:
 
 
 def evaluate_runs(models: Mapping[tuple[str, int], object], features: Features, dataset: Dataset,
-                  truth: Truth | None = None, ks: Sequence[int] = DEFAULT_KS) -> dict[int, dict[str, float]]:
-    """Per seed, the flat metrics of one variant: each (scheme, seed) model scored on its scheme's sets only."""
+                  truth: Truth | None = None, ks: Sequence[int] = DEFAULT_KS
+                  ) -> tuple[dict[int, dict[str, float]], pd.DataFrame]:
+    """Per seed, the flat metrics of one variant (each (scheme, seed) model scored on its scheme's sets only),
+    and every model's per-video table with a `seed` column."""
     per_seed: dict[int, dict[str, float]] = {}
-    genre = music_genre_matrix(dataset)
+    tables = []
     primary = dataset.info.get("intervene_scheme")
     for (scheme, seed), model in sorted(models.items()):
         sets = sets_of_scheme(dataset, scheme)
         if not sets:
             raise DataError(f"evaluate: scheme {scheme!r} has no test set in the dataset")
-        out = evaluate_model(model, features, dataset, truth, ks, sets=sets, primary=primary, music_genre=genre)
+        out, table = evaluate_model(model, features, dataset, truth, ks, sets=sets, primary=primary)
         per_seed.setdefault(seed, {}).update(out)
-    return per_seed
+        tables.append(table.assign(seed=seed))
+    return per_seed, pd.concat(tables, ignore_index=True)

@@ -11,6 +11,7 @@ Interrupted runs resume from a checkpoint under `work_dir` when config and data 
 """
 from __future__ import annotations
 
+import json
 import logging
 import shutil
 from dataclasses import dataclass, field, replace
@@ -21,11 +22,16 @@ import torch
 
 from pipeline.errors import DataError, ParamsError
 from pipeline.io import file_md5
+from pipeline.data.features import Features
 from pipeline.models.baselines import variant
 from pipeline.models.cmvae import CMVAE, CMVAEConfig
 from pipeline.models.debcm import DebCMConfig
+from pipeline.models.registry import load_model
 from pipeline.sampling.dataset import Dataset
-from pipeline.train import Features, TrainConfig, build_train_data, data_fingerprint, fit, load_model
+from pipeline.training.checkpoint import data_fingerprint
+from pipeline.training.config import TrainConfig
+from pipeline.training.data import build_train_data
+from pipeline.training.loop import fit
 
 log = logging.getLogger(__name__)
 
@@ -59,6 +65,9 @@ class RunsConfig:
         return list(self.schemes)
 
 
+SUMMARY_KEYS = ("best_epoch", "best_score", "epochs_run", "stopped_early", "batch_size")
+
+
 def run_name(scheme: str, seed: int) -> str:
     return f"{scheme}_s{seed}"
 
@@ -76,6 +85,26 @@ def model_path(root: str | Path, scheme: str, seed: int) -> Path:
     return Path(root) / f"{run_name(scheme, seed)}.pt"
 
 
+def teacher_unavailable(dataset: Dataset) -> str | None:
+    """Why no PGC teacher can be trained on this dataset (None: it can)."""
+    pairs = dataset.pgc_pairs()
+    n_train, n_val = int((pairs["split"] == "train").sum()), int((pairs["split"] == "val").sum())
+    if len(dataset.pgc) == 0:
+        return "the source has no PGC pairs (professional music-video segments), so there is no teacher"
+    if n_train == 0 or n_val == 0 or "pgc/val" not in dataset.eval_sets:
+        return (f"the PGC pairs leave {n_train} for training and {n_val} for validation after excluding the music "
+                "that music-disjoint schemes hold out; a teacher needs both")
+    return None
+
+
+def skipped(summary_path: str | Path) -> str | None:
+    """The reason a training stage skipped its runs (its summary.json says {"skipped": reason}), or None."""
+    path = Path(summary_path)
+    if not path.exists():
+        return None
+    return json.loads(path.read_text()).get("skipped")
+
+
 def _loop(runs: RunsConfig, seed: int) -> TrainConfig:
     return replace(runs.loop, seed=seed)
 
@@ -90,11 +119,16 @@ def _fit_one(model, data, loop: TrainConfig, out: Path, work: Path, live: Path |
 
 def train_teachers(features: Features, dataset: Dataset, cfg: CMVAEConfig, runs: RunsConfig, out_dir: Path,
                    work_dir: Path, live_dir: Path | None = None) -> dict[str, dict]:
-    """One CMVAE teacher per seed on the PGC pairs -> out_dir/s<seed>.pt; returns each run's summary."""
+    """One CMVAE teacher per seed on the PGC pairs -> out_dir/s<seed>.pt; returns each run's summary, or
+    {"skipped": reason} when the dataset cannot give a teacher (no PGC)."""
+    reason = teacher_unavailable(dataset)
+    if reason:
+        log.warning("teacher skipped: %s", reason)
+        return {"skipped": reason}
     summaries = {}
     for seed in runs.seeds:
         loop = _loop(runs, seed)
-        data = build_train_data(features, dataset, dataset.schemes[0], kind="pgc", cfg=loop)
+        data = build_train_data(features, dataset, "pgc", kind="pgc")
         torch.manual_seed(seed)  # the initial weights depend on the seed alone, not on earlier runs
         model = CMVAE(data.visual.shape[1], data.music.shape[1],
                       None if data.text is None else data.text.shape[1], cfg)
@@ -102,7 +136,7 @@ def train_teachers(features: Features, dataset: Dataset, cfg: CMVAEConfig, runs:
         log.info("teacher %s", name)
         s = _fit_one(model, data, loop, teacher_path(out_dir, seed), work_dir / name,
                      None if live_dir is None else live_dir / name)
-        summaries[name] = {k: s[k] for k in ("best_epoch", "best_score", "epochs_run", "stopped_early")}
+        summaries[name] = {k: s[k] for k in SUMMARY_KEYS}
     return summaries
 
 
@@ -111,11 +145,15 @@ def train_variant(name: str, features: Features, dataset: Dataset, student: DebC
                   live_dir: Path | None = None) -> dict[str, dict]:
     """The named variant (student or a baseline) on every scheme x seed -> out_dir/<scheme>_s<seed>.pt."""
     v = variant(name, student)
+    if v.uses_teacher and teacher_dir is not None and skipped(Path(teacher_dir) / "summary.json"):
+        reason = f"{name} needs the PGC teacher: {skipped(Path(teacher_dir) / 'summary.json')}"
+        log.warning("%s skipped: %s", name, reason)
+        return {"skipped": reason}
     summaries = {}
     for scheme in runs.schemes_of(dataset):
         for seed in runs.seeds:
             loop = _loop(runs, seed)
-            data = build_train_data(features, dataset, scheme, kind="ugc", cfg=loop)
+            data = build_train_data(features, dataset, scheme, kind="ugc")
             torch.manual_seed(seed)  # the initial weights depend on the seed alone, not on earlier runs
             model = v.build(data.visual.shape[1], data.music.shape[1],
                             None if data.text is None else data.text.shape[1])
@@ -132,7 +170,7 @@ def train_variant(name: str, features: Features, dataset: Dataset, student: DebC
             log.info("%s %s", name, run)
             s = _fit_one(model, data, loop, model_path(out_dir, scheme, seed), work_dir / run,
                          None if live_dir is None else live_dir / run, teacher=teacher, extra=extra)
-            summaries[run] = {k: s[k] for k in ("best_epoch", "best_score", "epochs_run", "stopped_early")}
+            summaries[run] = {k: s[k] for k in SUMMARY_KEYS}
     return summaries
 
 

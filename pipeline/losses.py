@@ -10,7 +10,7 @@ from __future__ import annotations
 import torch
 
 from pipeline.errors import DataError
-from pipeline.models.gaussian import Gaussian, kl_gaussians, kl_to_standard_normal
+from pipeline.gaussian import Gaussian, kl_gaussians, kl_to_standard_normal
 
 
 def same_item_mask(item_idx: torch.Tensor | None, n: int, device=None) -> torch.Tensor:

@@ -126,7 +126,7 @@ def full_ranks(scores, positive, candidate_mask=None, chunk_size: int = 4096) ->
         raise DataError(f"full_ranks: positives must be {n} music indices in [0, {m})")
     mask = None
     if candidate_mask is not None:
-        mask = torch.as_tensor(np.asarray(candidate_mask), dtype=torch.bool)
+        mask = torch.as_tensor(np.array(candidate_mask, dtype=bool))
         if mask.shape != (m,):
             raise DataError(f"full_ranks: candidate_mask shape {tuple(mask.shape)}, expected ({m},)")
         if not bool(mask[pos].all()):
@@ -145,19 +145,6 @@ def full_ranks(scores, positive, candidate_mask=None, chunk_size: int = 4096) ->
             beats &= mask.to(s.device).unsqueeze(0)
         out.append(beats.sum(dim=1, dtype=torch.int32).cpu().numpy().astype(np.int64))
     return np.concatenate(out) if out else np.zeros(0, dtype=np.int64)
-
-
-def inverse_popularity_weights(popularity) -> np.ndarray:
-    """lambda_v = (1 / pop(m_v)) / sum over test videos; pop = training videos using m_v, clipped at 1."""
-    pop = np.asarray(popularity, dtype=np.float64)
-    if pop.ndim != 1 or pop.size == 0:
-        raise DataError(f"inverse_popularity_weights: popularity shape {pop.shape}, expected a non-empty vector")
-    bad = ~np.isfinite(pop) | (pop < 0)
-    if bad.any():
-        i = int(np.flatnonzero(bad)[0])
-        raise DataError(f"inverse_popularity_weights: test row {i} has popularity {pop[i]}, expected >= 0")
-    inv = 1.0 / np.maximum(pop, 1.0)
-    return inv / inv.sum()
 
 
 def _weights(ranks: np.ndarray, weights) -> np.ndarray:
@@ -216,15 +203,10 @@ def _pessimistic_topk(s: torch.Tensor, rel: torch.Tensor, k: int) -> torch.Tenso
 
 
 @torch.no_grad()
-def truth_metrics(scores, relevance, ks: Sequence[int] = DEFAULT_KS, music_genre=None, majority_genre=None,
-                  candidate_mask=None, chunk_size: int = 2048) -> dict[str, float]:
-    """Metrics against the simulated world's truth, averaged over videos.
-
-    truth_ndcg@K: DCG of the predicted top-K under the true graded relevance (linear gain, must be >= 0),
-    over the ideal DCG of the true top-K. With `music_genre` [M] and `majority_genre` [N] (the uploader's
-    majority genre of each video): pred_share@K and true_share@K, the share of the predicted / true top-K
-    in that genre, and bias_amplification@K = pred_share@K - true_share@K (> 0: the model amplifies taste).
-    """
+def truth_per_video(scores, relevance, ks: Sequence[int] = DEFAULT_KS, music_genre=None, majority_genre=None,
+                    candidate_mask=None, chunk_size: int = 2048) -> dict[str, np.ndarray]:
+    """Per-video values [N] of the simulated world's truth metrics (see truth_metrics): truth_ndcg@K, and with
+    genres pred_share@K and true_share@K."""
     sm = _as_matrix(scores)
     n, m = sm.shape
     if n == 0:
@@ -232,7 +214,7 @@ def truth_metrics(scores, relevance, ks: Sequence[int] = DEFAULT_KS, music_genre
     rel_all = _tensor(relevance)
     if tuple(rel_all.shape) != (n, m):
         raise DataError(f"truth_metrics: relevance shape {tuple(rel_all.shape)}, expected {(n, m)}")
-    mask = None if candidate_mask is None else torch.as_tensor(np.asarray(candidate_mask), dtype=torch.bool)
+    mask = None if candidate_mask is None else torch.as_tensor(np.array(candidate_mask, dtype=bool))
     pool = m if mask is None else int(mask.sum())
     ks = [int(k) for k in ks]
     if min(ks) < 1 or max(ks) > pool:
@@ -246,7 +228,8 @@ def truth_metrics(scores, relevance, ks: Sequence[int] = DEFAULT_KS, music_genre
                             f"expected ({m},) / ({n},)")
     kmax = max(ks)
     discount = 1.0 / torch.log2(torch.arange(kmax, dtype=torch.float64) + 2.0)
-    sums = {key: 0.0 for k in ks for key in (f"truth_ndcg@{k}", f"pred_share@{k}", f"true_share@{k}")}
+    keys = [f"truth_ndcg@{k}" for k in ks] + ([f"{w}_share@{k}" for k in ks for w in ("pred", "true")] if genres else [])
+    out = {key: np.empty(n, dtype=np.float64) for key in keys}
     for start in range(0, n, chunk_size):
         s = sm.rows(start, start + chunk_size)
         sm.check_rows(s, start, "truth_metrics")
@@ -264,17 +247,32 @@ def truth_metrics(scores, relevance, ks: Sequence[int] = DEFAULT_KS, music_genre
         dcg = torch.cumsum(rel.gather(1, pred).double() * d, dim=1)
         idcg = torch.cumsum(rel.gather(1, true).double() * d, dim=1)
         ndcg = torch.where(idcg > 0, dcg / idcg.clamp_min(1e-300), torch.zeros_like(dcg))
+        stop = start + s.shape[0]
         if genres:
             target = maj[start:start + chunk_size].to(s.device).unsqueeze(1)
             in_pred = torch.cumsum((mg.to(s.device)[pred] == target).double(), dim=1)
             in_true = torch.cumsum((mg.to(s.device)[true] == target).double(), dim=1)
         for k in ks:
-            sums[f"truth_ndcg@{k}"] += float(ndcg[:, k - 1].sum())
+            out[f"truth_ndcg@{k}"][start:stop] = ndcg[:, k - 1].cpu().numpy()
             if genres:
-                sums[f"pred_share@{k}"] += float(in_pred[:, k - 1].sum()) / k
-                sums[f"true_share@{k}"] += float(in_true[:, k - 1].sum()) / k
-    out = {key: v / n for key, v in sums.items() if genres or key.startswith("truth_ndcg")}
-    if genres:
-        for k in ks:
+                out[f"pred_share@{k}"][start:stop] = in_pred[:, k - 1].cpu().numpy() / k
+                out[f"true_share@{k}"][start:stop] = in_true[:, k - 1].cpu().numpy() / k
+    return out
+
+
+def truth_metrics(scores, relevance, ks: Sequence[int] = DEFAULT_KS, music_genre=None, majority_genre=None,
+                  candidate_mask=None, chunk_size: int = 2048) -> dict[str, float]:
+    """Metrics against the simulated world's truth, averaged over videos (unweighted).
+
+    truth_ndcg@K: DCG of the predicted top-K under the true graded relevance (linear gain, must be >= 0),
+    over the ideal DCG of the true top-K. With `music_genre` [M] and `majority_genre` [N] (the uploader's
+    majority genre of each video): pred_share@K and true_share@K, the share of the predicted / true top-K
+    in that genre, and bias_amplification@K = pred_share@K - true_share@K (> 0: the model amplifies taste,
+    < 0: it serves the taste less than the truth; both are distortions, so tables rank its magnitude).
+    """
+    per_video = truth_per_video(scores, relevance, ks, music_genre, majority_genre, candidate_mask, chunk_size)
+    out = {key: float(v.mean()) for key, v in per_video.items()}
+    for k in ks:
+        if f"pred_share@{k}" in out:
             out[f"bias_amplification@{k}"] = out[f"pred_share@{k}"] - out[f"true_share@{k}"]
     return out

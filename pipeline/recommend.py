@@ -23,7 +23,9 @@ import torch
 from pipeline.config import load_params
 from pipeline.errors import PipelineError
 from pipeline.sampling.dataset import load_dataset
-from pipeline.train import embed, load_features, load_model, music_genre_matrix
+from pipeline.data.features import load_features
+from pipeline.inference import embed, pool_embedding
+from pipeline.models.registry import load_model
 
 log = logging.getLogger(__name__)
 
@@ -38,14 +40,16 @@ class Pool:
 
 
 def music_pool(model, features_dir: str | Path, dataset_dir: str | Path) -> Pool:
+    """The dataset's UGC ranking pool (never PGC-only clips), embedded by the model, with genre labels."""
     features, dataset = load_features(features_dir), load_dataset(dataset_dir)
-    rows = features.music_rows(dataset.music_ids, "dataset music")
-    genre = torch.as_tensor(music_genre_matrix(dataset), dtype=torch.float32)
-    z = embed(model.music_embedding, {"music": features.music[rows], "music_genre": genre}).numpy()
+    pool = np.flatnonzero(dataset.pool_mask())
+    music_ids = [dataset.music_ids[i] for i in pool]
+    z = pool_embedding(model, features, music_ids, dataset.genre_matrix()[pool]).cpu().numpy()
     index = faiss.IndexFlatIP(z.shape[1])  # exact: the model's score is the inner product of embeddings
     index.add(np.ascontiguousarray(z, dtype=np.float32))
-    labels = dataset.ugc.drop_duplicates("music_id").set_index("music_id")["genre"]
-    return Pool(list(dataset.music_ids), [str(labels.get(m, "unknown")) for m in dataset.music_ids], index)
+    genres = dataset.music.set_index("music_id")["genre"] if dataset.music is not None else \
+        dataset.ugc.drop_duplicates("music_id").set_index("music_id")["genre"]
+    return Pool(music_ids, [str(g) if isinstance(g, str) else "unlabelled" for g in genres.reindex(music_ids)], index)
 
 
 def video_features(paths: Sequence[str], texts: Sequence[str | None], video_params: dict) -> dict[str, torch.Tensor]:

@@ -20,10 +20,10 @@ import numpy as np
 import pandas as pd
 
 from pipeline.errors import ParamsError
-from pipeline.experiment import RunsConfig, train_variant
+from pipeline.experiment import RunsConfig, skipped, train_variant
 from pipeline.models.debcm import DebCMConfig
 from pipeline.sampling.dataset import Dataset
-from pipeline.train import Features
+from pipeline.data.features import Features
 
 log = logging.getLogger(__name__)
 
@@ -57,6 +57,10 @@ def kl_sweep(features: Features, dataset: Dataset, student: DebCMConfig, runs: R
     """Validation score of the student for each KL weight (rows sorted by weight)."""
     weights = sorted(check_kl_weights(weights))
     schemes = runs.schemes_of(dataset)
+    no_teacher = skipped(teacher_dir / "summary.json")
+    if no_teacher and any(w > 0 for w in weights):
+        log.warning("sweep: kl_weight > 0 skipped: %s", no_teacher)
+        weights = [w for w in weights if w == 0]
     rows = []
     for weight in weights:
         cfg = dataclasses.replace(student, kl_weight=weight)
@@ -72,7 +76,7 @@ def kl_sweep(features: Features, dataset: Dataset, student: DebCMConfig, runs: R
 def main(argv=None) -> None:
     from pipeline.config import from_group, load_params
     from pipeline.sampling.dataset import load_dataset
-    from pipeline.train import load_features
+    from pipeline.data.features import load_features
 
     ap = argparse.ArgumentParser(description="Validation score of the student for each kl_weight (JSON lines).")
     ap.add_argument("kl_weights", nargs="+", type=float)

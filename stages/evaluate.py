@@ -1,27 +1,31 @@
 """Stage `evaluate`: every variant (student, baselines) on every test set of its own scheme, every K, sampled
 and full ranking, and on the simulated world the truth metrics; mean and std over the training seeds.
 
-Writes metrics/<variant>.json ({"mean": {...}, "std": {...}}, flat keys `<set>/<protocol>/<metric>@K`),
-plots/<metric>/<set>_<protocol>.csv (K vs the seed-mean metric, one column per variant: one plot per
-file for `dvc plots`) and reports/seeds.json (every seed's metrics); the `report` stage turns these into
-tables, the claim table and figures.
+Writes metrics/<variant>.json ({"mean": {...}, "std": {...}}, flat keys `<set>/<protocol>/<metric>@K`; a
+variant its training stage skipped gets {"skipped": reason}), plots/<metric>/<set>_<protocol>.csv (K vs the
+seed-mean metric, one column per variant), reports/seeds.json (every seed's metrics) and
+data/eval/per_video.parquet (every test video's ranks and truth metrics per variant and seed: what the
+report's paired tests compare).
 """
 import logging
 from dataclasses import dataclass
 from pathlib import Path
 
+import pandas as pd
+
 from pipeline.config import from_group
+from pipeline.data.features import load_features
+from pipeline.errors import ParamsError
 from pipeline.evaluate import evaluate_runs, load_truth, write_plots
-from pipeline.experiment import RunsConfig, load_runs, variant_dir
-from pipeline.io import write_json
+from pipeline.experiment import RunsConfig, load_runs, skipped, variant_dir
+from pipeline.io import write_json, write_parquet
 from pipeline.models.baselines import VARIANTS
 from pipeline.report import aggregate
 from pipeline.sampling.dataset import load_dataset
-from pipeline.train import load_features
-from pipeline.errors import ParamsError
-from stages.common import group, setup
+from stages.common import group, run, setup, torch_threads
 
 TRUTH = Path("data/raw/truth")
+PER_VIDEO = Path("data/eval/per_video.parquet")
 log = logging.getLogger("stages.evaluate")
 
 
@@ -40,25 +44,33 @@ class EvaluateParams:
 def main() -> None:
     p = from_group(EvaluateParams, setup("evaluate"), "evaluate")
     runs = from_group(RunsConfig, group("train"), "train")
+    torch_threads(runs.loop.threads)
     features, dataset = load_features("data/features"), load_dataset("data/dataset")
-    truth = None
-    if TRUTH.exists():  # a simulated world: score against the true compatibility too
-        truth = load_truth(TRUTH, dataset.video_ids, dataset.music_ids)
-    else:
+    truth = load_truth(TRUTH, dataset.video_ids, dataset.music_ids) if TRUTH.exists() else None
+    if truth is None:
         log.info("%s: absent (not a simulated world); truth metrics skipped", TRUTH)
     schemes = runs.schemes_of(dataset)
-    summary, seeds = {}, {}
+    summary, seeds, tables = {}, {}, []
     for name in VARIANTS:
-        models = load_runs(variant_dir(name), schemes, runs.seeds)
-        per_seed = evaluate_runs(models, features, dataset, truth, p.ks)
+        reason = skipped(variant_dir(name) / "summary.json")
+        if reason:
+            summary[name] = {"skipped": reason}
+            write_json(summary[name], Path("metrics") / f"{name}.json")
+            continue
+        per_seed, table = evaluate_runs(load_runs(variant_dir(name), schemes, runs.seeds), features, dataset, truth,
+                                        p.ks)
         seeds[name] = {str(s): m for s, m in sorted(per_seed.items())}
         summary[name] = aggregate(per_seed)
+        tables.append(table.assign(variant=name))
         write_json(summary[name], Path("metrics") / f"{name}.json")
-    write_plots({name: summary[name]["mean"] for name in VARIANTS}, "plots")
+    write_plots({name: s["mean"] for name, s in summary.items() if "mean" in s}, "plots")
     write_json(seeds, Path("reports/seeds.json"))
-    log.info("evaluate: %d variants x %d schemes x %d seeds -> metrics/, plots/, reports/seeds.json",
-             len(VARIANTS), len(schemes), len(runs.seeds))
+    per_video = pd.concat(tables, ignore_index=True)
+    write_parquet(per_video[["variant", "seed", *[c for c in per_video.columns if c not in ("variant", "seed")]]],
+                  PER_VIDEO)
+    log.info("evaluate: %d variants x %d schemes x %d seeds -> metrics/, plots/, reports/seeds.json, %s",
+             len(tables), len(schemes), len(runs.seeds), PER_VIDEO)
 
 
 if __name__ == "__main__":
-    main()
+    run(main)

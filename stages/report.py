@@ -19,15 +19,16 @@ import pandas as pd
 from pipeline.config import from_group
 from pipeline.data.schema import GENRES
 from pipeline.errors import DataError, ParamsError
-from pipeline.evaluate import load_truth, top_music
+from pipeline.evaluate import load_truth
+from pipeline.inference import top_music
 from pipeline.experiment import RunsConfig, load_runs, variant_dir
 from pipeline.io import atomic_path
 from pipeline.models.baselines import VARIANTS
 from pipeline.report import (claim_table, genre_shares, intervention_table, plot_genre_shares, plot_sweeps,
                              set_tables, true_top)
 from pipeline.sampling.dataset import Dataset, load_dataset
-from pipeline.train import load_features
-from stages.common import group, setup
+from pipeline.data.features import load_features
+from stages.common import group, run, setup
 
 TRUTH = Path("data/raw/truth")
 LABELS = Path("data/genre/labels.parquet")
@@ -74,7 +75,7 @@ def _taste(dataset: Dataset, scheme: str, video_ids: list[str]) -> np.ndarray:
     return dists.loc[uploaders.to_numpy()].to_numpy(dtype=np.float64).mean(axis=0)
 
 
-def genre_and_cases(p: ReportParams, runs: RunsConfig, dataset: Dataset) -> None:
+def genre_and_cases(p: ReportParams, runs: RunsConfig, dataset: Dataset, trained: list[str]) -> None:
     scheme = dataset.info.get("intervene_scheme")
     key = f"{scheme}/diverse"
     if not scheme or key not in dataset.eval_sets:  # the declared outputs still exist, saying why they are empty
@@ -93,9 +94,11 @@ def genre_and_cases(p: ReportParams, runs: RunsConfig, dataset: Dataset) -> None
     if truth is not None:
         shares[f"true top-{k}"] = genre_shares(true_top(truth.compatibility[truth.rows(videos)], k), codes, len(GENRES))
     tops, listed = {}, min(max(k, p.case_top), len(dataset.music_ids))
-    for name in VARIANTS:
+    genre = dataset.genre_matrix()
+    for name in trained:
         models = load_runs(variant_dir(name), [scheme], runs.seeds)
-        per_seed = {seed: top_music(models[(scheme, seed)], features, dataset, videos, listed) for seed in runs.seeds}
+        per_seed = {seed: top_music(models[(scheme, seed)], features, videos, dataset.music_ids, genre, listed)
+                    for seed in runs.seeds}
         tops[name] = per_seed[runs.seeds[0]]
         shares[name] = np.mean([genre_shares(t[:, :k], codes, len(GENRES)) for t in per_seed.values()], axis=0)
     table = pd.DataFrame([{"source": s, **dict(zip(GENRES, map(float, v)))} for s, v in shares.items()])
@@ -113,10 +116,10 @@ def genre_and_cases(p: ReportParams, runs: RunsConfig, dataset: Dataset) -> None
         taste = _taste(dataset, scheme, [v])
         liked = ", ".join(f"{g} {t:.2f}" for g, t in sorted(zip(GENRES, taste), key=lambda x: -x[1])[:3])
         lines.append(f"## {v} (uploader {ugc.loc[v, 'uploader_id']}: {liked}; chosen {ugc.loc[v, 'music_id']})\n")
-        lines.append("| rank | " + " | ".join([*VARIANTS, *(["truth"] if truth is not None else [])]) + " |")
-        lines.append("|---|" + "---|" * (len(VARIANTS) + (truth is not None)))
+        lines.append("| rank | " + " | ".join([*trained, *(["truth"] if truth is not None else [])]) + " |")
+        lines.append("|---|" + "---|" * (len(trained) + (truth is not None)))
         row = videos.index(v)
-        columns = [tops[name][row, :p.case_top] for name in VARIANTS]
+        columns = [tops[name][row, :p.case_top] for name in trained]
         if truth is not None:
             columns.append(true_top(truth.compatibility[truth.rows([v])], p.case_top)[0])
         for r in range(min(p.case_top, listed)):
@@ -142,7 +145,8 @@ def main() -> None:
     p = from_group(ReportParams, setup("report"), "report")
     runs = from_group(RunsConfig, group("train"), "train")
     dataset = load_dataset("data/dataset")
-    summary = {name: json.loads((Path("metrics") / f"{name}.json").read_text()) for name in VARIANTS}
+    loaded = {name: json.loads((Path("metrics") / f"{name}.json").read_text()) for name in VARIANTS}
+    summary = {name: m for name, m in loaded.items() if "mean" in m}
     schemes = runs.schemes_of(dataset)
     OUT.mkdir(exist_ok=True)
     _write_text(OUT / "tables.md", f"# Every variant on every test set (mean ± std over seeds {list(runs.seeds)})\n\n"
@@ -152,8 +156,8 @@ def main() -> None:
     _write_text(OUT / "claim.md", f"# DebCM vs CMVAE (K = {p.claim_k}, schemes {schemes})\n\n{table}")
     log.info("claim table:\n%s", table)
     sweeps(p, summary)
-    genre_and_cases(p, runs, dataset)
+    genre_and_cases(p, runs, dataset, list(summary))
 
 
 if __name__ == "__main__":
-    main()
+    run(main)

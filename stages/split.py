@@ -12,8 +12,8 @@ import pandas as pd
 from pipeline.config import from_group
 from pipeline.data.schema import read_raw
 from pipeline.errors import DataError
-from pipeline.sampling.dataset import SplitConfig, build_dataset, save_dataset
-from stages.common import setup
+from pipeline.sampling.dataset import PROBA_COLUMNS, SplitConfig, build_dataset, save_dataset
+from stages.common import run, setup
 
 RAW = Path("data/raw")
 LABELS = Path("data/genre/labels.parquet")
@@ -45,7 +45,8 @@ def main() -> None:
     videos, _, pairs = read_raw(RAW)
     if not LABELS.exists():
         raise DataError(f"{LABELS}: missing; run the genre stage first")
-    labels = pd.read_parquet(LABELS)[["music_id", "genre"]]
+    labels = pd.read_parquet(LABELS)
+    labels = labels[["music_id", "genre", *[c for c in PROBA_COLUMNS if c in labels.columns]]]
     bad_videos, bad_music = failed("video_id"), failed("music_id")
     keep = ~pairs["video_id"].isin(bad_videos) & ~pairs["music_id"].isin(bad_music)
     pairs, labels = pairs[keep], labels[~labels["music_id"].isin(bad_music)]
@@ -65,4 +66,4 @@ def main() -> None:
 
 
 if __name__ == "__main__":
-    main()
+    run(main)

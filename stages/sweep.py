@@ -15,9 +15,9 @@ from pipeline.io import atomic_path
 from pipeline.models.debcm import DebCMConfig
 from pipeline.sampling.dataset import load_dataset
 from pipeline.sweep import check_kl_weights, kl_sweep
-from pipeline.train import load_features
+from pipeline.data.features import load_features
 from pipeline.truth import forbid_truth_reads
-from stages.common import group, setup
+from stages.common import group, run, setup, torch_threads
 
 OUT = Path("reports/kl_sweep.csv")
 log = logging.getLogger("stages.sweep")
@@ -26,7 +26,7 @@ log = logging.getLogger("stages.sweep")
 @dataclass
 class SweepParams:
     kl_weights: tuple[float, ...] = (0.0, 0.1, 1.0, 4.0, 10.0, 40.0, 100.0, 400.0)
-    schemes: tuple[str, ...] = ("weak", "strong")  # empty: train.schemes
+    schemes: tuple[str, ...] = ("weak", "strong")  # those the dataset has; none of them (or empty): train.schemes
 
     def __post_init__(self) -> None:
         self.schemes = tuple(str(s) for s in self.schemes)
@@ -39,11 +39,16 @@ def main() -> None:
     p = from_group(SweepParams, setup("sweep"), "sweep")
     student = from_group(DebCMConfig, group("student"), "student")
     runs = from_group(RunsConfig, group("train"), "train")
-    if p.schemes:
-        runs = dataclasses.replace(runs, schemes=p.schemes)
     forbid_truth_reads()  # a training stage: it never sees the simulated world's truth
-    table = kl_sweep(load_features("data/features"), load_dataset("data/dataset"), student, runs, p.kl_weights,
-                     Path("models/teacher"))
+    torch_threads(runs.loop.threads)
+    dataset = load_dataset("data/dataset")
+    present = [s for s in p.schemes if s in dataset.schemes]
+    if present:
+        runs = dataclasses.replace(runs, schemes=tuple(present))
+    if len(present) < len(p.schemes):
+        log.info("sweep: sweep.schemes %s not in the dataset (it has %s); sweeping %s", sorted(set(p.schemes) -
+                 set(present)), dataset.schemes, list(runs.schemes) or "every scheme (train.schemes)")
+    table = kl_sweep(load_features("data/features"), dataset, student, runs, p.kl_weights, Path("models/teacher"))
     with atomic_path(OUT) as tmp:
         table.to_csv(tmp, index=False, float_format="%.6f")
     best = table.loc[table["val_recall"].idxmax()]
@@ -52,4 +57,4 @@ def main() -> None:
 
 
 if __name__ == "__main__":
-    main()
+    run(main)

@@ -6,14 +6,14 @@ import logging
 from pathlib import Path
 
 from pipeline.config import from_group
+from pipeline.data.features import load_features
 from pipeline.experiment import RunsConfig, train_variant, variant_dir
 from pipeline.io import atomic_dir
 from pipeline.models.baselines import VARIANTS, variant
 from pipeline.models.debcm import DebCMConfig
 from pipeline.sampling.dataset import load_dataset
-from pipeline.train import load_features
 from pipeline.truth import forbid_truth_reads
-from stages.common import group, setup
+from stages.common import group, run, setup, torch_threads
 
 log = logging.getLogger("stages.train_student")
 
@@ -25,15 +25,17 @@ def main(argv=None) -> None:
     student = from_group(DebCMConfig, setup("student"), "student")
     runs = from_group(RunsConfig, group("train"), "train")
     forbid_truth_reads()  # training never sees the simulated world's truth
+    torch_threads(runs.loop.threads)
     features, dataset = load_features("data/features"), load_dataset("data/dataset")
-    out = variant_dir(args.variant)
+    out, live = variant_dir(args.variant), Path("dvclive") / args.variant
     teacher = Path("models/teacher") if variant(args.variant, student).uses_teacher else None
+    live.mkdir(parents=True, exist_ok=True)  # a declared output, even when the variant is skipped
     with atomic_dir(out) as tmp:
         summary = train_variant(args.variant, features, dataset, student, runs, tmp,
-                                Path(".cache/train") / args.variant, teacher, Path("dvclive") / args.variant)
+                                Path(".cache/train") / args.variant, teacher, live)
         (tmp / "summary.json").write_text(json.dumps(summary, indent=2, sort_keys=True) + "\n")
-    log.info("%s: %s", args.variant, {k: round(v["best_score"], 4) for k, v in summary.items()})
+    log.info("%s: %s", args.variant, summary.get("skipped") or {k: round(v["best_score"], 4) for k, v in summary.items()})
 
 
 if __name__ == "__main__":
-    main()
+    run(main)

@@ -4,7 +4,7 @@ import torch
 
 from pipeline.bench import MUSIC, N_MUSIC, TEXT, VISUAL, full_pool_eval_seconds, tt150k_data
 from pipeline.models.cmvae import CMVAE, CMVAEConfig
-from pipeline.train import validation_recall
+from pipeline.training.loop import validation_recall
 
 
 def test_benchmark_data_is_well_formed_and_evaluable():

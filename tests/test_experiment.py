@@ -16,7 +16,9 @@ from pipeline.models.baselines import VARIANTS, cmvae_part, variant
 from pipeline.models.cmvae import CMVAE
 from pipeline.models.debcm import DebCM, DebCMConfig
 from pipeline.sweep import kl_sweep, sweep_row
-from pipeline.train import build_train_data, data_fingerprint, load_features
+from pipeline.data.features import load_features
+from pipeline.training.checkpoint import data_fingerprint
+from pipeline.training.data import build_train_data
 from test_train import tiny_train, world  # noqa: F401  (module fixture of the synthetic world)
 
 STUDENT = DebCMConfig(latent_dim=16, hidden_dims=(32,), num_negatives=10, kl_weight=0.5)
@@ -92,8 +94,9 @@ def test_teacher_then_student_per_seed_deterministic_and_evaluated_per_scheme(wo
     with pytest.raises(ParamsError, match="sweep.kl_weights"):
         kl_sweep(feats, ds, STUDENT, runs(), [1.0, 1.0], tmp_path / "teacher")
 
-    per_seed = evaluate_runs(load_runs(tmp_path / "a", ["weak"], [0, 1]), feats, ds, ks=(10, 25))
-    assert set(per_seed) == {0, 1}
+    per_seed, per_video = evaluate_runs(load_runs(tmp_path / "a", ["weak"], [0, 1]), feats, ds, ks=(10, 25))
+    assert set(per_seed) == {0, 1} and set(per_video["seed"]) == {0, 1}
+    assert set(per_video["set"]) == set(sets_of_scheme(ds, "weak"))
     sets = {k.split("/")[0] for k in per_seed[0]}
     assert sets == set(sets_of_scheme(ds, "weak")) and "weak" in sets
     assert not any(s.startswith("strong") for s in sets)  # a weak-split model never scores the strong test set

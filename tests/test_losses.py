@@ -5,7 +5,7 @@ import torch
 from pipeline.errors import DataError
 from pipeline.losses import (bidirectional_ranking_loss, hardest_k_margin_loss, kl_transfer_loss,
                              reconstruction_loss, same_item_mask)
-from pipeline.models.gaussian import Gaussian, kl_gaussians
+from pipeline.gaussian import Gaussian, kl_gaussians
 
 
 def brute_force(scores, music_idx, margin, k, hardest=True):

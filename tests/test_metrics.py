@@ -7,7 +7,7 @@ import pytest
 from ranx import Qrels, Run, evaluate
 
 from pipeline.errors import DataError
-from pipeline.metrics import (DEFAULT_KS, full_ranks, inverse_popularity_weights, ndcg_at_k, positive_ranks,
+from pipeline.metrics import (DEFAULT_KS, full_ranks, ndcg_at_k, positive_ranks,
                               ranking_metrics, recall_at_k, sampled_ranks, truth_metrics)
 
 
@@ -67,9 +67,8 @@ def test_unweighted_metrics_equal_ranx(seed):
 
 
 def test_weighted_metrics_equal_hand_values():
-    weights = inverse_popularity_weights([1, 2, 0, 4])
-    # 1/pop with pop 0 clipped to 1: [1, 0.5, 1, 0.25] / 2.75
-    assert np.allclose(weights, [4 / 11, 2 / 11, 4 / 11, 1 / 11]) and weights.sum() == pytest.approx(1.0)
+    # lambda_v of popularities [1, 2, 0, 4] (pop 0 clipped to 1): [1, 0.5, 1, 0.25] / 2.75
+    weights = np.array([4 / 11, 2 / 11, 4 / 11, 1 / 11])
     ranks = np.array([1, 3, 30, 12])
     assert recall_at_k(ranks, 10, weights) == pytest.approx(6 / 11)
     assert ndcg_at_k(ranks, 10, weights) == pytest.approx(4 / 11 + (2 / 11) / 2)
@@ -78,8 +77,8 @@ def test_weighted_metrics_equal_hand_values():
     # unnormalised weights give the same value: the metric normalises, it does not trust the input
     assert recall_at_k(ranks, 10, [4, 2, 4, 1]) == pytest.approx(6 / 11)
     assert ranking_metrics(ranks, weights=weights)["recall@25"] == pytest.approx(7 / 11)
-    with pytest.raises(DataError, match="row 1"):
-        inverse_popularity_weights([3, -1])
+    with pytest.raises(DataError, match="weights"):
+        recall_at_k(ranks, 10, [1, -1, 1, 1])
 
 
 def brute_truth(scores, rel, k, music_genre, majority):

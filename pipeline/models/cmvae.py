@@ -5,7 +5,8 @@ music_embedding -> what ranking uses at inference (mu), score -> dot products, l
 
 Batch: a dict of tensors, one row per (video, music) pair: `visual` [B, Fv], `text` [B, Ft] (zeros where
 missing) with `text_mask` [B] bool, `music` [B, Fm], optional `music_idx` [B] long (rows sharing a music
-are never each other's negatives).
+are never each other's negatives). Features enter raw: the model standardises each modality with the
+per-column statistics `fit_scaling` stored in it (fitted on training rows), for every caller alike.
 """
 from __future__ import annotations
 
@@ -17,8 +18,9 @@ from torch import nn
 
 from pipeline.errors import DataError, ParamsError
 from pipeline.losses import bidirectional_ranking_loss, kl_prior_loss, reconstruction_loss
+from pipeline.gaussian import Gaussian, product_of_experts, sample
 from pipeline.models.encoders import Decoder, GaussianEncoder
-from pipeline.models.gaussian import Gaussian, product_of_experts, sample
+from pipeline.models.scaling import Standardizer
 
 Batch = Mapping[str, torch.Tensor]
 
@@ -69,6 +71,8 @@ def require(batch: Batch, key: str, rows: int | None = None, dim: int | None = N
 class CMVAE(nn.Module):
     """Video (visual, text) and music encoders into a shared d-dim Gaussian latent, trained to rank pairs."""
 
+    config_class = CMVAEConfig
+
     def __init__(self, visual_dim: int, music_dim: int, text_dim: int | None = None,
                  config: CMVAEConfig | None = None):
         super().__init__()
@@ -84,15 +88,31 @@ class CMVAE(nn.Module):
         self.visual_decoder = Decoder(d, visual_dim, hidden, p)
         self.text_decoder = Decoder(d, self.text_dim, hidden, p) if self.text_dim else None
         self.music_decoder = Decoder(d, music_dim, hidden, p)
+        # Per-column standardisation of each input (identity until fit_scaling); reconstruction targets too.
+        self.scalers = nn.ModuleDict({"visual": Standardizer(visual_dim), "music": Standardizer(music_dim)})
+        if self.text_dim:
+            self.scalers["text"] = Standardizer(self.text_dim)
+
+    def fit_scaling(self, visual: torch.Tensor, music: torch.Tensor, text: torch.Tensor | None = None) -> None:
+        """Fit each modality's standardisation on TRAINING rows only (text: the rows that have a caption)."""
+        self.scalers["visual"].fit(visual, "visual features")
+        self.scalers["music"].fit(music, "music features")
+        if "text" in self.scalers and text is not None and text.shape[0] > 0:
+            self.scalers["text"].fit(text, "text features")
+
+    def _input(self, batch: Batch, key: str, rows: int | None = None) -> torch.Tensor:
+        """batch[key] checked against the model's width and standardised."""
+        dims = {"visual": self.visual_dim, "music": self.music_dim, "text": self.text_dim}
+        return self.scalers[key](require(batch, key, rows=rows, dim=dims[key]))
 
     # ---- posteriors -------------------------------------------------------------------------
     def _video_experts(self, batch: Batch) -> tuple[Gaussian, Gaussian | None, torch.Tensor | None]:
-        visual = require(batch, "visual", dim=self.visual_dim)
+        visual = self._input(batch, "visual")
         n = visual.shape[0]
         visual_q = self.visual_encoder(visual)
         if self.text_encoder is None:
             return visual_q, None, None
-        text = require(batch, "text", rows=n, dim=self.text_dim)
+        text = self._input(batch, "text", rows=n)
         text_mask = require(batch, "text_mask", rows=n).bool()
         return visual_q, self.text_encoder(text), text_mask
 
@@ -107,7 +127,7 @@ class CMVAE(nn.Module):
 
     def encode_music(self, batch: Batch) -> Gaussian:
         """q(z_m | music features)."""
-        return self.music_encoder(require(batch, "music", dim=self.music_dim))
+        return self.music_encoder(self._input(batch, "music"))
 
     def video_embedding(self, batch: Batch) -> torch.Tensor:
         """What ranking uses for a video at inference: z_v = mu."""
@@ -141,7 +161,7 @@ class CMVAE(nn.Module):
         """Terms that depend on the video posterior: KL, both ranking halves, z_v -> music reconstruction."""
         cfg = self.config
         video_z = self._latent(video_q)
-        music = require(batch, "music", dim=self.music_dim)
+        music = self._input(batch, "music")
         music_idx = batch.get("music_idx")
         if rows is not None:
             match_z, music = match_z[rows], music[rows]
@@ -162,7 +182,7 @@ class CMVAE(nn.Module):
 
     def _loss_terms(self, batch: Batch) -> tuple[dict[str, torch.Tensor], Gaussian, Gaussian]:
         """Every named CMVAE term plus the two posteriors (DebCM adds its teacher terms to these)."""
-        visual = require(batch, "visual", dim=self.visual_dim)
+        visual = self._input(batch, "visual")
         n = visual.shape[0]
         if "music_idx" in batch:
             require(batch, "music_idx", rows=n)
@@ -178,7 +198,8 @@ class CMVAE(nn.Module):
         # Cross-generation: z_m (after any confounder step) decodes the video's features.
         recon_video = reconstruction_loss(self.visual_decoder(match_z), visual)
         if text_q is not None:
-            recon_video = recon_video + reconstruction_loss(self.text_decoder(match_z), batch["text"], text_mask)
+            recon_video = recon_video + reconstruction_loss(self.text_decoder(match_z), self._input(batch, "text"),
+                                                            text_mask)
         terms["recon_video"] = recon_video
 
         zero = visual.sum() * 0.0

@@ -18,7 +18,7 @@ from pipeline.data.schema import GENRES
 from pipeline.errors import DataError, ParamsError
 from pipeline.losses import kl_transfer_loss
 from pipeline.models.cmvae import CMVAE, Batch, CMVAEConfig, require
-from pipeline.models.gaussian import Gaussian
+from pipeline.gaussian import Gaussian
 
 log = logging.getLogger(__name__)
 
@@ -54,6 +54,8 @@ class DebCMConfig(CMVAEConfig):
 
 class DebCM(CMVAE):
     """The deconfounded student. Inference embeddings carry one extra column (see music_embedding)."""
+
+    config_class = DebCMConfig
 
     def __init__(self, visual_dim: int, music_dim: int, text_dim: int | None = None,
                  config: DebCMConfig | None = None):

@@ -7,7 +7,7 @@ import torch
 from torch import nn
 
 from pipeline.errors import DataError
-from pipeline.models.gaussian import Gaussian
+from pipeline.gaussian import Gaussian
 
 # Guard against exp() overflow/underflow of the variance early in training; far outside any useful range.
 LOGVAR_MIN, LOGVAR_MAX = -12.0, 8.0

@@ -2,7 +2,9 @@
 rows, sampled negatives and weights, plus the intervened test sets; built once, read by training/evaluation.
 
 A source that ships its own split, negatives or uploader distributions (a TT-150k release) keeps them as
-the scheme "source"; only what it lacks is computed.
+the scheme "source"; only what it lacks is computed. Full ranking and sampled negatives use the UGC pool:
+music a UGC video uses or no pair uses, never a clip only PGC pairs use (a release's separate PGC clips).
+A generated scheme the data is too small for is skipped with its reason in `info["skipped"]`.
 """
 from __future__ import annotations
 
@@ -32,7 +34,9 @@ class SplitConfig:
     seed: int = 0
     ratios: tuple[float, float, float] = (0.8, 0.1, 0.1)  # train, val, test
     n_strata: int = 5  # popularity quantile bins of the strong (and intervention) music split
-    schemes: tuple[str, ...] = SCHEME_KINDS  # which generated schemes to build
+    # generated schemes to build; "auto": all of them, or none when the source ships its own split
+    # (the shipped split is always built, as the scheme "source")
+    schemes: tuple[str, ...] | str = "auto"
     intervention_ratios: tuple[float, ...] = (0.5, 0.6, 0.7, 0.8)  # X: train hiphop share
     intervention_genres: tuple[str, str] = ("hiphop", "jazz")
     n_negatives: int = 100
@@ -42,10 +46,22 @@ class SplitConfig:
     intervene_scheme: str = "auto"  # test set T_diverse/T_matching come from; auto: source, else weak
     pgc_val_fraction: float = 0.1  # PGC pairs held out to select the teacher
 
+    def __post_init__(self) -> None:
+        if not isinstance(self.schemes, str):
+            self.schemes = tuple(self.schemes)
+
+    def generated(self, shipped: bool) -> tuple[str, ...]:
+        """The generated schemes to build when the source does (not) ship a split."""
+        if self.schemes == "auto":
+            return () if shipped else SCHEME_KINDS
+        return tuple(self.schemes)
+
     def validate(self) -> None:
         if len(self.ratios) != 3 or min(self.ratios) <= 0:
             raise ParamsError(f"split.ratios {self.ratios}: expected three positive numbers")
-        unknown = sorted(set(self.schemes) - set(SCHEME_KINDS))
+        if isinstance(self.schemes, str) and self.schemes != "auto":
+            raise ParamsError(f"split.schemes {self.schemes!r}: expected 'auto' or a list of {SCHEME_KINDS}")
+        unknown = sorted(set(self.generated(False)) - set(SCHEME_KINDS))
         if unknown:
             raise ParamsError(f"split.schemes: unknown {unknown}; known {SCHEME_KINDS}")
         if any(not 0 < x < 1 for x in self.intervention_ratios):
@@ -92,8 +108,10 @@ class Dataset:
     splits: pd.DataFrame  # scheme, video_id, split
     uploaders: pd.DataFrame  # scheme, uploader_id, n_train, one column per genre
     priors: pd.DataFrame  # scheme, one column per genre: the training prior of u
-    eval_sets: dict[str, EvalSet]  # "scheme/set", set in val|test|diverse|matching
+    eval_sets: dict[str, EvalSet]  # "scheme/set", set in val|test|diverse|matching; "pgc/val" (the teacher's)
     info: dict = field(default_factory=dict)
+    # music_id (sorted, = music_ids), genre, p_<genre> probabilities g(m), pool (the UGC ranking pool)
+    music: pd.DataFrame | None = None
 
     @property
     def schemes(self) -> list[str]:
@@ -111,6 +129,48 @@ class Dataset:
     def prior(self, scheme: str) -> np.ndarray:
         row = self.priors[self.priors["scheme"] == scheme]
         return row[list(GENRES)].to_numpy(dtype=np.float64)[0]
+
+    def genre_matrix(self) -> np.ndarray:
+        """g(m) [M, 6] float32 in music_ids order: the genre stage's probabilities (one-hot of the label when
+        a table has none; a music without any label: uniform)."""
+        table = self.music if self.music is not None else music_table(self.ugc.drop_duplicates("music_id"),
+                                                                      self.music_ids, set(self.music_ids))
+        return table[PROBA_COLUMNS].to_numpy(np.float32)
+
+    def pool_mask(self) -> np.ndarray:
+        """[M] bool: the UGC ranking pool (full ranking and sampled negatives never leave it)."""
+        if self.music is None:
+            return np.ones(len(self.music_ids), dtype=bool)
+        return self.music["pool"].to_numpy(dtype=bool)
+
+    def pgc_pairs(self) -> pd.DataFrame:
+        """The teacher's pairs (video_id, music_id, split train|val), sorted by video id: PGC pairs whose music
+        no music-disjoint scheme holds out (see _pgc_split)."""
+        keep = self.pgc[self.pgc["split"].isin(("train", "val"))]
+        return keep.sort_values("video_id").reset_index(drop=True)
+
+
+PROBA_COLUMNS = [f"p_{g}" for g in GENRES]
+
+
+def music_table(music_genres: pd.DataFrame, music_ids: list[str], pool: set) -> pd.DataFrame:
+    """music_id, genre, p_<genre>, pool for every music id: probabilities as the genre table gives them,
+    else one-hot of its label; a music the table has no label for gets the uniform distribution."""
+    table = music_genres.drop_duplicates("music_id").set_index("music_id").reindex(music_ids)
+    if all(c in table.columns for c in PROBA_COLUMNS):
+        proba = np.array(table[PROBA_COLUMNS].to_numpy(np.float64))
+    else:
+        proba = np.zeros((len(music_ids), len(GENRES)))
+        labelled = table["genre"].isin(GENRES).to_numpy()
+        codes = pd.Categorical(table["genre"], categories=GENRES).codes
+        proba[np.flatnonzero(labelled), codes[labelled]] = 1.0
+    unlabelled = ~np.isfinite(proba).all(axis=1) | (proba.sum(axis=1) <= 0)
+    proba[unlabelled] = 1.0 / len(GENRES)
+    proba = proba / proba.sum(axis=1, keepdims=True)
+    out = pd.DataFrame({"music_id": music_ids, "genre": table["genre"].to_numpy(dtype=object)})
+    out[PROBA_COLUMNS] = proba.astype(np.float32)
+    out["pool"] = member(out["music_id"], pool)
+    return out
 
 
 def _source_split(source: pd.DataFrame, ugc_ids: set, pgc_ids: set) -> tuple[pd.DataFrame, pd.DataFrame]:
@@ -131,16 +191,36 @@ def _source_split(source: pd.DataFrame, ugc_ids: set, pgc_ids: set) -> tuple[pd.
     return ugc.sort_values("video_id").reset_index(drop=True), pgc
 
 
-def _pgc_split(pgc: pd.DataFrame, cfg: SplitConfig, shipped: pd.DataFrame | None) -> pd.DataFrame:
-    """PGC pairs -> train|val; a shipped PGC split is kept, otherwise a seeded random hold-out."""
+def _pgc_split(pgc: pd.DataFrame, cfg: SplitConfig, shipped: pd.DataFrame | None, held_out: set) -> pd.DataFrame:
+    """PGC pairs -> train | val | excluded. A shipped PGC split is kept, otherwise a seeded random hold-out.
+
+    "excluded": a pair whose music some scheme tests on without training on it (the music-disjoint schemes'
+    val/test music): a teacher trained on it would pass that music's look to the student (a leak).
+    """
     pgc = pgc.sort_values("video_id").reset_index(drop=True)
     if shipped is not None and len(shipped):
-        split = pgc["video_id"].map(shipped.set_index("video_id")["split"]).fillna("train")
-        return pgc.assign(split=split.replace({"test": "val"}).to_numpy())
-    n_val = round_half_up(len(pgc) * cfg.pgc_val_fraction) if len(pgc) >= 2 else 0
-    labels = np.array(["train"] * len(pgc), dtype=object)
-    labels[rng_for(cfg.seed, "pgc").permutation(len(pgc))[:n_val]] = "val"
+        split = pgc["video_id"].map(shipped.set_index("video_id")["split"])
+        if split.isna().any():
+            raise DataError(f"split.parquet: PGC video {pgc.loc[split.isna(), 'video_id'].iloc[0]!r} has no split; "
+                            "a source that ships a PGC split must give every PGC video one")
+        labels = split.replace({"test": "val"}).to_numpy(dtype=object)
+    else:
+        n_val = round_half_up(len(pgc) * cfg.pgc_val_fraction) if len(pgc) >= 2 else 0
+        labels = np.array(["train"] * len(pgc), dtype=object)
+        labels[rng_for(cfg.seed, "pgc").permutation(len(pgc))[:n_val]] = "val"
+    labels[member(pgc["music_id"], held_out)] = "excluded"
     return pgc.assign(split=labels)
+
+
+def _held_out_music(ugc: pd.DataFrame, scheme_splits: dict[str, pd.DataFrame]) -> set:
+    """Music some scheme evaluates on (val/test) but never trains on: the PGC teacher must not see it."""
+    music_of = ugc.set_index("video_id")["music_id"]
+    held: set = set()
+    for split in scheme_splits.values():
+        by_set = {name: set(music_of.reindex(split.loc[split["split"] == name, "video_id"]).dropna())
+                  for name in SPLITS}
+        held |= (by_set["val"] | by_set["test"]) - by_set["train"]
+    return held
 
 
 def _shipped_negatives(source: pd.DataFrame | None, scheme_rows: pd.DataFrame, set_name: str,
@@ -158,22 +238,35 @@ def _shipped_negatives(source: pd.DataFrame | None, scheme_rows: pd.DataFrame, s
     return out
 
 
-def _eval_set(rows: pd.DataFrame, train_music: np.ndarray, n_music: int, cfg: SplitConfig, rng,
-              shipped: dict[str, np.ndarray], where: str) -> EvalSet:
+def _eval_set(rows: pd.DataFrame, train_music: np.ndarray, n_music: int, n_negatives: int, rng,
+              shipped: dict[str, np.ndarray], where: str, pool: np.ndarray) -> EvalSet:
     positive = rows["music_idx"].to_numpy(dtype=np.int64)
-    k = len(next(iter(shipped.values()))) if shipped else cfg.n_negatives
+    k = len(next(iter(shipped.values()))) if shipped else n_negatives
     if any(len(v) != k for v in shipped.values()):
         raise DataError(f"negatives.parquet ({where}): rows hold different numbers of negatives")
     has = member(rows["video_id"], list(shipped))
     negs = np.empty((len(rows), k), dtype=np.int64)
     if not has.all():  # only what the source lacks is sampled
-        negs[~has] = negatives.sample_negatives(positive[~has], n_music, k, rng, where=where)
+        negs[~has] = negatives.sample_negatives(positive[~has], n_music, k, rng, where=where, pool=pool)
     if has.any():
         negs[has] = np.stack([shipped[v] for v in rows["video_id"][has]])
     weight = negatives.inverse_popularity_weights(positive, train_music, n_music)
     if "weight" in rows.columns and len(rows) and rows["weight"].notna().all():  # shipped lambda_v: keep it
         weight = rows["weight"].to_numpy(np.float64) / rows["weight"].sum()
     return EvalSet(rows["video_id"].to_numpy(dtype=object), positive, negs, weight)
+
+
+def _n_negatives(cfg: SplitConfig, pool_size: int, what: str, info: dict) -> int:
+    """split.n_negatives, or pool - 1 when the pool is smaller (every other music is then a candidate)."""
+    if pool_size < 2:
+        raise DataError(f"{what}: the ranking pool has {pool_size} music; at least 2 are needed to rank")
+    if cfg.n_negatives <= pool_size - 1:
+        return cfg.n_negatives
+    log.warning("%s: split.n_negatives=%d needs %d music, the pool has %d; using %d negatives (every other "
+                "music)", what, cfg.n_negatives, cfg.n_negatives + 1, pool_size, pool_size - 1)
+    info.setdefault("negatives_capped", {})[what] = {"asked": cfg.n_negatives, "used": pool_size - 1,
+                                                     "pool": pool_size}
+    return pool_size - 1
 
 
 def _add_intervened_sets(eval_sets: dict, target: str, ugc: pd.DataFrame, videos: pd.DataFrame,
@@ -189,8 +282,17 @@ def _add_intervened_sets(eval_sets: dict, target: str, ugc: pd.DataFrame, videos
     if with_uploader.empty:
         info["diverse"] = {"skipped": "no test video has an uploader"}
     else:
-        ids, info["diverse"] = intervene.diverse_test_set(with_uploader, dists, cfg.diverse_top_uploaders)
-        eval_sets[f"{target}/diverse"] = test_set.subset(ids)
+        try:
+            ids, info["diverse"] = intervene.diverse_test_set(with_uploader, dists, cfg.diverse_top_uploaders)
+            eval_sets[f"{target}/diverse"] = test_set.subset(ids)
+        except DataError as e:
+            info["diverse"] = {"skipped": str(e)}
+    if rhythm is not None:
+        covered = int(member(test["video_id"], rhythm["video_id"]).sum())
+        if covered < len(test):
+            info["rhythm_coverage"] = f"rhythm scores for {covered} of {len(test)} test videos: not used"
+            log.warning("T_matching: %s", info["rhythm_coverage"])
+            rhythm = None
     if test["popularity"].isna().all() and rhythm is None:
         info["matching"] = {"skipped": "no video popularity and no rhythm scores"}
         log.warning("T_matching skipped: the source has no video popularity and no rhythm scores")
@@ -198,6 +300,68 @@ def _add_intervened_sets(eval_sets: dict, target: str, ugc: pd.DataFrame, videos
     ids, info["matching"] = intervene.matching_test_set(test, rhythm, cfg.matching_top_fraction,
                                                         cfg.matching_popularity_weight)
     eval_sets[f"{target}/matching"] = test_set.subset(ids)
+    if "diverse" in info and "skipped" in info["diverse"]:
+        log.warning("T_diverse skipped: %s", info["diverse"]["skipped"])
+
+
+def _carve_val(split: pd.DataFrame, cfg: SplitConfig, info: dict) -> pd.DataFrame:
+    """A shipped split without validation rows: a seeded share (split.ratios' val part) of train becomes val,
+    so early stopping never looks at the test set; `info` says so."""
+    if (split["split"] == "val").any():
+        return split
+    train = split.index[split["split"] == "train"]
+    n_val = max(1, round_half_up(len(train) * cfg.ratios[1] / sum(cfg.ratios)))
+    if len(train) - n_val < 1:
+        raise DataError(f"split.parquet: {len(train)} training video(s) and no validation set; too few to hold "
+                        "one out for early stopping")
+    chosen = train[rng_for(cfg.seed, "source", "val").permutation(len(train))[:n_val]]
+    info["source_val"] = f"the source ships no validation rows: {n_val} of its {len(train)} training videos held out"
+    log.warning("split: %s", info["source_val"])
+    split = split.copy()
+    split.loc[chosen, "split"] = "val"
+    return split
+
+
+def _generated_schemes(ugc: pd.DataFrame, music_genres: pd.DataFrame, cfg: SplitConfig, shipped: bool,
+                       info: dict) -> dict[str, pd.DataFrame]:
+    """The generated schemes (weak, strong, intervention_X); one the data is too small for is skipped with
+    its reason in info["skipped"] (the rest go on)."""
+    builders = {}
+    kinds = cfg.generated(shipped)
+    if "weak" in kinds:
+        builders["weak"] = lambda: splits.weak_split(ugc, cfg.ratios, cfg.seed)
+    if "strong" in kinds:
+        builders["strong"] = lambda: splits.strong_split(ugc, cfg.ratios, cfg.n_strata, cfg.seed)
+    if "intervention" in kinds:
+        for x in cfg.intervention_ratios:
+            name = f"intervention_{x:g}"
+            builders[name] = lambda x=x, name=name: splits.intervention_split(
+                ugc.assign(kind="ugc"), music_genres, x, cfg.ratios, cfg.n_strata, cfg.seed,
+                cfg.intervention_genres, name)
+    out = {}
+    for name, build in builders.items():
+        try:
+            out[name] = build()
+        except DataError as e:
+            key = "split.intervention_ratios / split.schemes" if name.startswith("intervention") else "split.schemes"
+            info.setdefault("skipped", {})[name] = f"{e} (to drop it, edit {key})"
+            log.warning("split scheme %s skipped: %s (edit %s to drop it)", name, e, key)
+    return out
+
+
+def _pgc_val_set(pgc: pd.DataFrame, music_index: pd.Series, cfg: SplitConfig, info: dict) -> EvalSet | None:
+    """The teacher's validation set, drawn once (every teacher seed selects on the same candidates): PGC val
+    pairs against negatives from every music (the teacher ranks PGC clips too)."""
+    val, train = pgc[pgc["split"] == "val"], pgc[pgc["split"] == "train"]
+    if val.empty:
+        return None
+    positive = music_index.loc[val["music_id"]].to_numpy(np.int64)
+    k = _n_negatives(cfg, len(music_index), "pgc/val", info)
+    negs = negatives.sample_negatives(positive, len(music_index), k, rng_for(cfg.seed, "negatives", "pgc", "val"),
+                                      where="pgc/val")
+    weight = negatives.inverse_popularity_weights(positive, music_index.loc[train["music_id"]].to_numpy(np.int64),
+                                                  len(music_index))
+    return EvalSet(val["video_id"].to_numpy(dtype=object), positive, negs, weight)
 
 
 def build_dataset(videos: pd.DataFrame, pairs: pd.DataFrame, music_genres: pd.DataFrame,
@@ -206,8 +370,8 @@ def build_dataset(videos: pd.DataFrame, pairs: pd.DataFrame, music_genres: pd.Da
                   source_uploaders: pd.DataFrame | None = None) -> Dataset:
     """Build every scheme, its uploader distributions and evaluation sets, and the intervened test sets.
 
-    music_genres: music_id, genre for every music (the candidate pool is its sorted ids). rhythm:
-    video_id, score, or None (T_matching then uses popularity alone and `info` says so).
+    music_genres: music_id, genre (optionally p_<genre> probabilities) for every music; its sorted ids are the
+    dataset's music. rhythm: video_id, score, or None (T_matching then uses popularity alone; `info` says so).
     """
     cfg.validate()
     music_ids = sorted(music_genres["music_id"])
@@ -223,27 +387,26 @@ def build_dataset(videos: pd.DataFrame, pairs: pd.DataFrame, music_genres: pd.Da
     if bad.any():
         raise DataError(f"pairs: PGC video {pgc.loc[bad, 'video_id'].iloc[0]!r} uses music "
                         f"{pgc.loc[bad, 'music_id'].iloc[0]!r} absent from the genre table")
+    # the UGC pool: music UGC videos use, and music no pair uses (a folder's unused clips); not PGC-only clips
+    pool_ids = set(ugc["music_id"]) | (set(music_ids) - set(pairs["music_id"]))
+    pool = music_index.loc[sorted(pool_ids)].to_numpy(np.int64)
 
+    info: dict = {"schemes": {}}
     scheme_splits: dict[str, pd.DataFrame] = {}
     shipped_pgc = None
     if source_split is not None:
         scheme_splits["source"], shipped_pgc = _source_split(source_split, set(ugc["video_id"]), set(pgc["video_id"]))
-        check_nonempty(scheme_splits["source"], "source", sets=("train", "test"))  # a release may lack val
-    pgc = _pgc_split(pgc, cfg, shipped_pgc)
-    if "weak" in cfg.schemes:
-        scheme_splits["weak"] = splits.weak_split(ugc, cfg.ratios, cfg.seed)
-    if "strong" in cfg.schemes:
-        scheme_splits["strong"] = splits.strong_split(ugc, cfg.ratios, cfg.n_strata, cfg.seed)
-    if "intervention" in cfg.schemes:
-        for x in cfg.intervention_ratios:
-            name = f"intervention_{x:g}"
-            scheme_splits[name] = splits.intervention_split(ugc.assign(kind="ugc"), music_genres, x, cfg.ratios,
-                                                            cfg.n_strata, cfg.seed, cfg.intervention_genres, name)
+        check_nonempty(scheme_splits["source"], "source", sets=("train", "test"))
+        scheme_splits["source"] = _carve_val(scheme_splits["source"], cfg, info)
+    scheme_splits.update(_generated_schemes(ugc, music_genres, cfg, source_split is not None, info))
     if not scheme_splits:
-        raise ParamsError("split.schemes is empty and the source ships no split: nothing to build")
+        raise ParamsError(f"split.schemes: no scheme could be built ({info.get('skipped') or 'none asked for'})")
+    held_out = _held_out_music(ugc, scheme_splits)
+    pgc = _pgc_split(pgc, cfg, shipped_pgc, held_out)
 
     ugc_idx = ugc.assign(music_idx=music_index.loc[ugc["music_id"]].to_numpy())
-    upl_frames, prior_rows, eval_sets, info = [], [], {}, {"schemes": {}}
+    n_neg = _n_negatives(cfg, len(pool), "UGC pool", info)
+    upl_frames, prior_rows, eval_sets = [], [], {}
     for scheme, split in scheme_splits.items():
         dists, prior = uploaders.uploader_genre_dist(videos, ugc.assign(kind="ugc"), split, music_genres)
         if scheme == "source" and source_uploaders is not None:
@@ -258,27 +421,37 @@ def build_dataset(videos: pd.DataFrame, pairs: pd.DataFrame, music_genres: pd.Da
             set_rows = rows[rows["split"] == set_name]
             shipped = _shipped_negatives(source_negatives if scheme == "source" else None, set_rows, set_name,
                                          music_index)
-            eval_sets[f"{scheme}/{set_name}"] = _eval_set(set_rows, train_music, len(music_ids), cfg,
+            eval_sets[f"{scheme}/{set_name}"] = _eval_set(set_rows, train_music, len(music_ids), n_neg,
                                                           rng_for(cfg.seed, "negatives", scheme, set_name),
-                                                          shipped, where=f"{scheme}/{set_name}")
+                                                          shipped, f"{scheme}/{set_name}", pool)
         info["schemes"][scheme] = {s: int((split["split"] == s).sum()) for s in SPLITS}
+    pgc_val = _pgc_val_set(pgc, music_index, cfg, info)
+    if pgc_val is not None:
+        eval_sets["pgc/val"] = pgc_val
 
     target = cfg.intervene_scheme if cfg.intervene_scheme != "auto" else \
-        ("source" if "source" in scheme_splits else "weak")
+        ("source" if "source" in scheme_splits else "weak" if "weak" in scheme_splits else next(iter(scheme_splits)))
     if target not in scheme_splits:
         raise ParamsError(f"split.intervene_scheme {target!r}: not built; have {list(scheme_splits)}")
     dists = upl_frames[list(scheme_splits).index(target)]
     _add_intervened_sets(eval_sets, target, ugc, videos, dists, rhythm, cfg, info)
-    info.update(intervene_scheme=target, n_music=len(music_ids), n_ugc=len(ugc), n_pgc=len(pgc),
+    pgc_counts = pgc["split"].value_counts()
+    info.update(intervene_scheme=target, n_music=len(music_ids), n_pool=len(pool), n_ugc=len(ugc), n_pgc=len(pgc),
+                pgc={s: int(pgc_counts.get(s, 0)) for s in ("train", "val", "excluded")},
+                n_uploaders=int(ugc["uploader_id"].dropna().nunique()),
                 shipped={"split": source_split is not None, "negatives": source_negatives is not None,
                          "uploaders": source_uploaders is not None})
+    if info["pgc"]["excluded"]:
+        log.info("PGC: %d pairs use music a music-disjoint scheme holds out; the teacher does not train on them",
+                 info["pgc"]["excluded"])
 
     all_splits = pd.concat([s.assign(scheme=k) for k, s in scheme_splits.items()], ignore_index=True)
     return Dataset(
         video_ids=ugc["video_id"].tolist(), music_ids=music_ids, ugc=ugc.reset_index(drop=True),
         pgc=pgc.reset_index(drop=True), splits=all_splits[["scheme", "video_id", "split"]],
         uploaders=pd.concat(upl_frames, ignore_index=True)[["scheme", "uploader_id", "n_train", *GENRES]],
-        priors=pd.DataFrame(prior_rows, columns=["scheme", *GENRES]), eval_sets=eval_sets, info=info)
+        priors=pd.DataFrame(prior_rows, columns=["scheme", *GENRES]), eval_sets=eval_sets, info=info,
+        music=music_table(music_genres, music_ids, pool_ids))
 
 
 def _file_key(key: str) -> str:
@@ -290,8 +463,9 @@ def save_dataset(ds: Dataset, out_dir: str | Path) -> None:
     with atomic_dir(out_dir) as tmp:
         write_ids(ds.video_ids, tmp / "video_ids.txt")
         write_ids(ds.music_ids, tmp / "music_ids.txt")
-        for name in ("ugc", "pgc", "splits", "uploaders", "priors"):
-            write_parquet(getattr(ds, name), tmp / f"{name}.parquet")
+        for name in ("ugc", "pgc", "splits", "uploaders", "priors", "music"):
+            if getattr(ds, name) is not None:
+                write_parquet(getattr(ds, name), tmp / f"{name}.parquet")
         rows = []
         for key, es in ds.eval_sets.items():
             rows.append(pd.DataFrame({"key": key, "video_id": es.video_id.astype(str), "positive": es.positive,
@@ -316,5 +490,6 @@ def load_dataset(data_dir: str | Path) -> Dataset:
                             f"eval.parquet has {len(rows)} for {key}")
         eval_sets[key] = EvalSet(rows["video_id"].to_numpy(dtype=object), rows["positive"].to_numpy(np.int64),
                                  negs, rows["weight"].to_numpy(np.float64))
+    music = pd.read_parquet(data_dir / "music.parquet") if (data_dir / "music.parquet").exists() else None
     return Dataset(video_ids=read_ids(data_dir / "video_ids.txt"), music_ids=read_ids(data_dir / "music_ids.txt"),
-                   eval_sets=eval_sets, info=json.loads((data_dir / "info.json").read_text()), **tables)
+                   eval_sets=eval_sets, info=json.loads((data_dir / "info.json").read_text()), music=music, **tables)

@@ -165,14 +165,3 @@ def intervention_split(pairs: pd.DataFrame, music_genres: pd.DataFrame, x: float
     split = pd.concat(chosen, ignore_index=True).sort_values("video_id", kind="stable").reset_index(drop=True)
     check_nonempty(split, scheme)
     return split
-
-
-def all_splits(pairs: pd.DataFrame, music_genres: pd.DataFrame, ratios=RATIOS, n_strata: int = 5,
-               intervention_ratios=(0.5, 0.6, 0.7, 0.8), seed: int = 0,
-               genres=INTERVENTION_GENRES) -> dict[str, pd.DataFrame]:
-    """Every scheme by name: weak, strong, intervention_<x> for each x."""
-    out = {"weak": weak_split(pairs, ratios, seed), "strong": strong_split(pairs, ratios, n_strata, seed)}
-    for x in intervention_ratios:
-        name = f"intervention_{x:g}"
-        out[name] = intervention_split(pairs, music_genres, x, ratios, n_strata, seed, genres, scheme=name)
-    return out

@@ -150,7 +150,7 @@ def test_params_are_checked():
 TRUTH_READERS = {"pipeline/truth.py", "pipeline/data/worldgen.py", "pipeline/data/importers.py", "pipeline/data/importcommon.py",
                  "pipeline/evaluate.py", "stages/evaluate.py", "stages/report.py", "stages/genre.py",
                  "pipeline/report.py", "stages/probe.py"}  # report.py only names the truth metrics' keys ("truth/ndcg@K")
-TRAINING = ("pipeline/train.py", "pipeline/models", "pipeline/losses.py", "pipeline/experiment.py",
+TRAINING = ("pipeline/training", "pipeline/models", "pipeline/losses.py", "pipeline/experiment.py",
             "stages/train_teacher.py", "stages/train_student.py")
 
 

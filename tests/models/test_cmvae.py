@@ -6,7 +6,7 @@ from pipeline.config import from_group
 from pipeline.errors import DataError, ParamsError
 from pipeline.models.cmvae import CMVAE, CMVAEConfig
 from pipeline.models.encoders import Decoder, GaussianEncoder
-from pipeline.models.gaussian import product_of_experts
+from pipeline.gaussian import product_of_experts
 
 from model_batches import MUSIC, TEXT, VISUAL
 

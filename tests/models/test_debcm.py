@@ -6,7 +6,7 @@ from pipeline.config import from_group
 from pipeline.errors import DataError, ParamsError
 from pipeline.models.cmvae import CMVAE, CMVAEConfig
 from pipeline.models.debcm import DebCM, DebCMConfig, teacher_posteriors
-from pipeline.models.gaussian import kl_gaussians
+from pipeline.gaussian import kl_gaussians
 
 from model_batches import MUSIC, TEXT, VISUAL
 

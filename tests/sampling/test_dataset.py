@@ -62,10 +62,49 @@ def test_intervened_sets_are_renormalised_subsets(ds):
     assert ds.eval_sets["weak/matching"].video_id.size == int(np.ceil(0.25 * len(test.video_id)))
 
 
-def test_pgc_split(ds, world):
+def test_pgc_split_holds_out_before_excluding(ds, world):
     _, pairs, _, _ = world
     assert sorted(ds.pgc["video_id"]) == sorted(pairs.loc[pairs["kind"] == "pgc", "video_id"])
-    assert (ds.pgc["split"] == "val").sum() == 4  # 10% of 40
+    assert set(ds.pgc["split"]) == {"train", "val", "excluded"}
+    # 10% of the 40 PGC pairs drawn as val before exclusion; the excluded ones may take some of them
+    assert 1 <= (ds.pgc["split"] == "val").sum() <= 4
+    assert ds.info["pgc"] == ds.pgc["split"].value_counts().reindex(["train", "val", "excluded"]).to_dict()
+
+
+def test_teacher_never_sees_music_a_scheme_tests_without_training_on(ds):
+    """The leak: a teacher trained on a PGC pair of a strong-split test clip hands its look to the student."""
+    music_of = ds.ugc.set_index("video_id")["music_id"]
+    teacher_music = set(ds.pgc_pairs()["music_id"])
+    for scheme in ds.schemes:
+        split = ds.split(scheme)
+        train = set(music_of.loc[split.loc[split["split"] == "train", "video_id"]])
+        held = set(music_of.loc[split.loc[split["split"] != "train", "video_id"]]) - train
+        assert not held & teacher_music, scheme
+    excluded = ds.pgc.loc[ds.pgc["split"] == "excluded", "music_id"]
+    assert len(excluded) > 0 and set(excluded) <= set(music_of)  # only held-out UGC music is excluded
+
+
+def test_pgc_validation_negatives_are_drawn_once_by_split(ds):
+    es = ds.eval_sets["pgc/val"]
+    val = ds.pgc_pairs()
+    assert list(es.video_id) == sorted(val.loc[val["split"] == "val", "video_id"])
+    assert es.negatives.shape == (len(es.video_id), 20) and not (es.negatives == es.positive[:, None]).any()
+
+
+def test_ranking_pool_excludes_music_only_pgc_pairs_use(world):
+    videos, pairs, genres, rhythm = world
+    extra = pd.DataFrame({"music_id": ["pm000", "zz_unused"], "genre": ["jazz", "pop"]})
+    pgc_only = pairs.copy()
+    pgc_rows = pgc_only.index[pgc_only["kind"] == "pgc"][:5]
+    pgc_only.loc[pgc_rows, "music_id"] = "pm000"
+    built = build_dataset(videos, pgc_only, pd.concat([genres, extra], ignore_index=True), rhythm,
+                          SplitConfig(seed=5, schemes=("weak",), **CFG))
+    pool = dict(zip(built.music_ids, built.pool_mask()))
+    assert pool["pm000"] is np.False_ and pool["zz_unused"] is np.True_ and sum(pool.values()) == 41
+    index = built.music_ids.index("pm000")
+    for key, es in built.eval_sets.items():
+        if not key.startswith("pgc/"):
+            assert not (es.negatives == index).any(), key
 
 
 def test_determinism_and_seed(ds, world):
@@ -120,13 +159,42 @@ def test_errors(world):
     bad.loc[bad.index[5], "music_id"] = "m_unknown"
     with pytest.raises(DataError, match="m_unknown"):
         build_dataset(videos, bad, genres, rhythm, SplitConfig(**CFG))
-    with pytest.raises(DataError, match="need at least 101 music"):
-        build_dataset(videos, pairs, genres, rhythm, SplitConfig(schemes=("weak",)))
+    with pytest.raises(DataError, match="ranking pool has 1 music"):
+        one = pairs.assign(music_id="m000")
+        build_dataset(videos, one, genres[genres["music_id"] == "m000"], rhythm, SplitConfig(schemes=("weak",)))
     with pytest.raises(DataError, match="is not in the videos table"):
         build_dataset(videos.iloc[10:], pairs, genres, rhythm, SplitConfig(**CFG))
     with pytest.raises(DataError, match="split.parquet.*'nope'"):
         build_dataset(videos, pairs, genres, rhythm, SplitConfig(**CFG),
                       source_split=pd.DataFrame({"video_id": ["nope"], "split": ["train"]}))
+
+
+def test_small_pools_and_schemes_degrade_with_the_reason(world):
+    """40 music cannot give 100 negatives: every other music becomes a candidate and info says so; an
+    intervention scheme the data cannot fill is skipped with its reason, the rest go on."""
+    videos, pairs, genres, rhythm = world
+    metal = set(genres.loc[genres["genre"] == "metal", "music_id"])  # no metal: no intervention with metal
+    pairs, genres = pairs[~pairs["music_id"].isin(metal)], genres[~genres["music_id"].isin(metal)]
+    built = build_dataset(videos, pairs, genres, rhythm, SplitConfig(schemes=("weak", "intervention"),
+                                                                     intervention_genres=("hiphop", "metal")))
+    assert built.eval_sets["weak/test"].negatives.shape[1] == 36
+    assert built.info["negatives_capped"]["UGC pool"] == {"asked": 100, "used": 36, "pool": 37}
+    assert built.schemes == ["weak"] and "intervention_0.5" in built.info["skipped"]
+    assert "split.intervention_ratios" in built.info["skipped"]["intervention_0.5"]
+
+
+def test_source_without_validation_rows_gets_a_seeded_hold_out(world):
+    videos, pairs, genres, rhythm = world
+    ugc = pairs[pairs["kind"] == "ugc"].sort_values("video_id")
+    shipped = pd.DataFrame({"video_id": ugc["video_id"], "split": ["test" if i % 10 == 0 else "train"
+                                                                   for i in range(len(ugc))]})
+    built = build_dataset(videos, pairs, genres, None, SplitConfig(**CFG), source_split=shipped)
+    assert built.schemes == ["source"]  # "auto": a shipped split is not re-split
+    split = built.split("source")
+    assert (split["split"] == "val").sum() == round(0.1 * (shipped["split"] == "train").sum())
+    assert set(split.loc[split["split"] == "test", "video_id"]) == set(shipped.loc[shipped["split"] == "test",
+                                                                                   "video_id"])
+    assert "source_val" in built.info
 
 
 def test_config_from_params():

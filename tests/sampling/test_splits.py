@@ -6,7 +6,7 @@ import pytest
 
 from pipeline.errors import DataError, ParamsError
 from pipeline.sampling.common import allocate, genre_lookup
-from pipeline.sampling.splits import (achievable_counts, all_splits, intervention_split, popularity_strata,
+from pipeline.sampling.splits import (achievable_counts, intervention_split, popularity_strata,
                                       strong_split, weak_split)
 
 X_VALUES = (0.5, 0.6, 0.7, 0.8)
@@ -155,11 +155,14 @@ def test_unknown_music_in_pairs(world):
 
 def test_determinism_and_order_independence(world):
     _, pairs, genres, _ = world
-    kw = dict(intervention_ratios=(0.6,))
-    a = all_splits(pairs, genres, seed=11, **kw)
-    b = all_splits(pairs.sample(frac=1.0, random_state=1), genres.sample(frac=1.0, random_state=2), seed=11, **kw)
-    c = all_splits(pairs, genres, seed=12, **kw)
-    assert list(a) == ["weak", "strong", "intervention_0.6"]
+
+    def every_scheme(pairs, genres, seed):
+        return {"weak": weak_split(pairs, seed=seed), "strong": strong_split(pairs, seed=seed),
+                "intervention_0.6": intervention_split(pairs, genres, 0.6, seed=seed, scheme="intervention_0.6")}
+
+    a = every_scheme(pairs, genres, 11)
+    b = every_scheme(pairs.sample(frac=1.0, random_state=1), genres.sample(frac=1.0, random_state=2), 11)
+    c = every_scheme(pairs, genres, 12)
     for name in a:
         pd.testing.assert_frame_equal(a[name], b[name])
         assert not a[name].equals(c[name]), name

@@ -5,7 +5,7 @@ import pytest
 import torch
 
 from pipeline.errors import DataError
-from pipeline.models.gaussian import Gaussian, kl_gaussians, kl_to_standard_normal, product_of_experts, sample
+from pipeline.gaussian import Gaussian, kl_gaussians, kl_to_standard_normal, product_of_experts, sample
 
 
 def g(mu, var):

@@ -1,0 +1,70 @@
+"""Inference embeddings through the common model surface: what evaluation, reports and `recommend` rank with.
+
+Every model exposes video_embedding / music_embedding (its inference-time vectors, e.g. z = mu) and scores a
+video against a music clip by their dot product; these helpers run them in eval mode, in chunks.
+"""
+from __future__ import annotations
+
+import contextlib
+from typing import Callable, Mapping, Sequence
+
+import numpy as np
+import torch
+
+from pipeline.data.features import Features
+from pipeline.errors import DataError
+
+
+@torch.no_grad()
+def embed(fn: Callable, batch: Mapping[str, torch.Tensor], chunk: int = 8192) -> torch.Tensor:
+    """Inference embeddings (model.video_embedding / music_embedding) of every row, in chunks."""
+    n = next(iter(batch.values())).shape[0]
+    return torch.cat([fn({k: v[s:s + chunk] for k, v in batch.items()}) for s in range(0, n, chunk)])
+
+
+@contextlib.contextmanager
+def eval_mode(model):
+    """The model in eval mode (no dropout, posterior means) for the block, its own mode restored after."""
+    was = model.training
+    model.eval()
+    try:
+        yield
+    finally:
+        model.train(was)
+
+
+def _device(model) -> torch.device:
+    first = next(iter(model.parameters()), None)
+    if first is None:
+        first = next(iter(model.buffers()), None)
+    return first.device if first is not None else torch.device("cpu")
+
+
+def pool_embedding(model, features: Features, music_ids: Sequence[str], music_genre: np.ndarray) -> torch.Tensor:
+    """Inference embedding of each music clip of `music_ids` (rows in that order), on the model's device;
+    `music_genre` [M, G] are the genre probabilities g(m) that DebCM's music side reads."""
+    device = _device(model)
+    rows = features.music_rows(music_ids, "pool music")
+    return embed(model.music_embedding, {"music": features.music[rows].to(device),
+                                         "music_genre": torch.as_tensor(music_genre, dtype=torch.float32,
+                                                                        device=device)})
+
+
+def video_embedding(model, features: Features, video_ids: Sequence[str], what: str) -> torch.Tensor:
+    """Inference embedding of these videos (PoE of visual and, where present, text) on the model's device."""
+    device = _device(model)
+    rows = features.video_rows(list(video_ids), what)
+    return embed(model.video_embedding, {k: v.to(device) for k, v in features.video_batch(rows).items()})
+
+
+@torch.no_grad()
+def top_music(model, features: Features, video_ids: Sequence[str], music_ids: Sequence[str],
+              music_genre: np.ndarray, k: int) -> np.ndarray:
+    """[N, k] indices into `music_ids` of each video's k best-scored music, best first (ties: lower index)."""
+    if not 0 < k <= len(music_ids):
+        raise DataError(f"top_music: k={k}, expected 1..{len(music_ids)} (the pool size)")
+    with eval_mode(model):
+        scores = model.score(video_embedding(model, features, video_ids, "top_music videos"),
+                             pool_embedding(model, features, music_ids, music_genre))
+        order = torch.sort(scores, dim=1, descending=True, stable=True).indices[:, :k]
+    return order.cpu().numpy().astype(np.int64)

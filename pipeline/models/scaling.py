@@ -1,0 +1,39 @@
+"""Input standardisation stored inside a model: per-column mean and standard deviation of one modality,
+fitted on the training rows only, applied to every input (training, evaluation, `recommend`).
+
+Feature sources differ by orders of magnitude (ResNet video vectors with norms ~200 next to music values in
+0..2.6); a small MLP on such raw inputs can stay at chance where a linear map learns. Keeping the transform
+as buffers of the model means a saved model carries it, so no caller can forget or mismatch it.
+"""
+from __future__ import annotations
+
+import torch
+from torch import nn
+
+from pipeline.errors import DataError
+
+MIN_STD = 1e-6  # a (near-)constant column, e.g. an all-zero openSMILE column, is centred but not scaled
+
+
+class Standardizer(nn.Module):
+    """x -> (x - mean) / std per column; the identity until `fit` is called."""
+
+    def __init__(self, dim: int):
+        super().__init__()
+        self.register_buffer("mean", torch.zeros(int(dim)))
+        self.register_buffer("std", torch.ones(int(dim)))
+
+    @torch.no_grad()
+    def fit(self, x: torch.Tensor, where: str = "features") -> None:
+        """Mean and (population) std of the rows of `x` [N, dim]; needs at least one row."""
+        if x.ndim != 2 or x.shape[1] != self.mean.shape[0]:
+            raise DataError(f"{where}: shape {tuple(x.shape)}, expected (rows, {self.mean.shape[0]}) to standardise")
+        if x.shape[0] == 0:
+            raise DataError(f"{where}: no training rows to fit the standardisation on")
+        x = x.to(torch.float64)
+        mean, std = x.mean(dim=0), x.std(dim=0, unbiased=False)
+        self.mean.copy_(mean.to(self.mean.dtype))
+        self.std.copy_(torch.where(std < MIN_STD, torch.ones_like(std), std).to(self.std.dtype))
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return (x - self.mean) / self.std

@@ -1,0 +1,140 @@
+"""The tensors of one training run: a scheme's UGC triples (student, baselines) or the PGC pairs (teacher),
+their validation set, and each uploader's genre distribution, all indexed for batch gathering."""
+from __future__ import annotations
+
+import dataclasses
+import logging
+from dataclasses import dataclass, field
+
+import numpy as np
+import torch
+
+from pipeline.data.features import Features, load_features, video_batch
+from pipeline.data.schema import GENRES
+from pipeline.errors import DataError, ParamsError
+from pipeline.sampling.dataset import Dataset
+from pipeline.sampling.negatives import inverse_popularity_weights
+
+log = logging.getLogger(__name__)
+
+
+@dataclass
+class TrainData:
+    """Everything one training run reads, as tensors (rows: the run's videos and the dataset's music)."""
+
+    visual: torch.Tensor  # [V, Fv]
+    music: torch.Tensor  # [M, Fm]
+    video_idx: torch.Tensor  # [N] long: training triples (video row, music row, uploader row)
+    music_idx: torch.Tensor
+    uploader_idx: torch.Tensor
+    uploader_dist: torch.Tensor  # [U, 6] u_g of each uploader (training choices only)
+    music_genre: torch.Tensor  # [M, 6] g(m), the genre stage's probabilities
+    val_video: torch.Tensor  # [Nv] video rows of the validation set
+    val_candidates: torch.Tensor  # [Nv, 1 + negatives] music rows, the positive first
+    val_weight: np.ndarray  # [Nv] lambda_v
+    prior: np.ndarray  # [6] mean training uploader distribution (DebCM's inference prior)
+    text: torch.Tensor | None = None
+    text_mask: torch.Tensor | None = None
+    teacher: dict[str, torch.Tensor] = field(default_factory=dict)  # teacher_{video,music}_{mu,logvar}
+
+    def to(self, device) -> "TrainData":
+        moved = {f.name: getattr(self, f.name) for f in dataclasses.fields(self)}
+        for k, v in moved.items():
+            if isinstance(v, torch.Tensor):
+                moved[k] = v.to(device)
+        moved["teacher"] = {k: v.to(device) for k, v in self.teacher.items()}
+        return TrainData(**moved)
+
+    def video_batch(self, rows: torch.Tensor) -> dict[str, torch.Tensor]:
+        return video_batch(self, rows)
+
+    def music_batch(self, rows: torch.Tensor | None = None) -> dict[str, torch.Tensor]:
+        if rows is None:
+            return {"music": self.music, "music_genre": self.music_genre}
+        return {"music": self.music[rows], "music_genre": self.music_genre[rows]}
+
+    def batch(self, sel: torch.Tensor) -> dict[str, torch.Tensor]:
+        """Gather one training batch by index tensors (no per-sample Python)."""
+        v, m, u = self.video_idx[sel], self.music_idx[sel], self.uploader_idx[sel]
+        out = {**self.video_batch(v), **self.music_batch(m), "music_idx": m, "uploader_dist": self.uploader_dist[u]}
+        for key, table in self.teacher.items():
+            out[key] = table[v] if key.startswith("teacher_video") else table[m]
+        return out
+
+    def scaling_rows(self) -> dict[str, torch.Tensor]:
+        """The rows a model's input standardisation is fitted on: the training videos and music (each once),
+        and the training videos' captions where they have one. Validation rows never enter."""
+        videos, music = torch.unique(self.video_idx), torch.unique(self.music_idx)
+        out = {"visual": self.visual[videos], "music": self.music[music]}
+        if self.text is not None:
+            out["text"] = self.text[videos][self.text_mask[videos]]
+        return out
+
+
+def _ugc_triples(dataset: Dataset, scheme: str) -> tuple[list[str], list[str], list[int], torch.Tensor, np.ndarray]:
+    """(train video ids, their music ids, uploader rows, uploader distributions [U + 1, 6], prior).
+
+    The last distribution row is the training prior: a training video without a known uploader (a release
+    that omits them, sampling/uploaders.py) or with an uploader the scheme has no distribution for gets it.
+    """
+    split = dataset.split(scheme)
+    train_ids = split.loc[split["split"] == "train", "video_id"].tolist()
+    ugc = dataset.ugc.set_index("video_id")
+    dists = dataset.uploader_dists(scheme)
+    prior = dataset.prior(scheme)
+    u_index = {u: i for i, u in enumerate(dists["uploader_id"])}
+    uploaders = ugc.loc[train_ids, "uploader_id"]
+    rows = [u_index.get(u, len(dists)) for u in uploaders]
+    unknown = sum(r == len(dists) for r in rows)
+    if unknown:
+        log.info("%s: %d of %d training videos have no uploader distribution; they carry the training prior",
+                 scheme, unknown, len(rows))
+    table = np.vstack([dists[list(GENRES)].to_numpy(np.float32), prior[None, :].astype(np.float32)])
+    return train_ids, ugc.loc[train_ids, "music_id"].tolist(), rows, torch.from_numpy(table), prior
+
+
+def build_train_data(features: Features | str, dataset: Dataset, scheme: str, kind: str = "ugc") -> TrainData:
+    """TrainData of one split scheme (UGC: the student and baselines) or of the PGC pairs (the teacher)."""
+    feats = features if isinstance(features, Features) else load_features(features)
+    music_rows = feats.music_rows(dataset.music_ids, "dataset music")
+    m_index = {m: i for i, m in enumerate(dataset.music_ids)}
+    if kind == "ugc":
+        ids = dataset.video_ids
+        train_ids, music_of, uploader, uploader_dist, prior = _ugc_triples(dataset, scheme)
+        key = f"{scheme}/val"
+    elif kind == "pgc":
+        pgc = dataset.pgc_pairs()
+        ids = pgc["video_id"].tolist()
+        train = pgc[pgc["split"] == "train"]
+        train_ids, music_of = train["video_id"].tolist(), train["music_id"].tolist()
+        uploader, uploader_dist = [0] * len(train_ids), torch.full((1, len(GENRES)), 1.0 / len(GENRES))
+        prior = np.full(len(GENRES), 1.0 / len(GENRES))
+        key = "pgc/val"
+    else:
+        raise ParamsError(f"build_train_data: kind={kind!r}, expected 'ugc' or 'pgc'")
+    if not train_ids:
+        raise DataError(f"dataset {scheme} ({kind}): no training pairs")
+    if key not in dataset.eval_sets:
+        raise DataError(f"dataset: no validation set {key!r}; have {sorted(dataset.eval_sets)}")
+    es = dataset.eval_sets[key]
+    val_ids = list(es.video_id)
+    candidates = np.concatenate([es.positive[:, None], es.negatives], axis=1)
+    val_weight = es.weight
+    if kind == "pgc":  # lambda_v from the PGC training pairs' music popularity
+        train_music = np.array([m_index[m] for m in music_of], dtype=np.int64)
+        val_weight = inverse_popularity_weights(es.positive, train_music, len(dataset.music_ids))
+    v_index = {v: i for i, v in enumerate(ids)}
+    vb = feats.video_batch(feats.video_rows(ids, f"dataset {kind} videos"))
+    data = TrainData(
+        visual=vb["visual"], music=feats.music[music_rows],
+        video_idx=torch.tensor([v_index[v] for v in train_ids], dtype=torch.long),
+        music_idx=torch.tensor([m_index[m] for m in music_of], dtype=torch.long),
+        uploader_idx=torch.tensor(uploader, dtype=torch.long), uploader_dist=uploader_dist,
+        music_genre=torch.from_numpy(dataset.genre_matrix()),
+        val_video=torch.tensor([v_index[v] for v in val_ids], dtype=torch.long),
+        val_candidates=torch.from_numpy(np.ascontiguousarray(candidates, dtype=np.int64)),
+        val_weight=np.asarray(val_weight, dtype=np.float64), prior=np.asarray(prior, dtype=np.float64),
+        text=vb.get("text"), text_mask=vb.get("text_mask"))
+    log.info("%s/%s: %d training pairs, %d videos, %d music, %d validation rows", kind, scheme,
+             len(train_ids), len(ids), len(dataset.music_ids), len(val_ids))
+    return data

@@ -1,0 +1,181 @@
+"""The one training loop of every model: Adam on shuffled batches gathered by index, validation Recall@K
+after each epoch, early stopping, the best state kept, resumable checkpoints, dvclive logging."""
+from __future__ import annotations
+
+import contextlib
+import dataclasses
+import logging
+import os
+from pathlib import Path
+from typing import Callable
+
+import numpy as np
+import torch
+from tqdm import tqdm
+
+from pipeline.errors import DataError
+from pipeline.inference import embed, eval_mode
+from pipeline.metrics import recall_at_k, sampled_ranks
+from pipeline.models.registry import model_spec
+from pipeline.training.checkpoint import cpu_state, new_state, save_checkpoint, save_torch, try_resume
+from pipeline.training.config import TrainConfig
+from pipeline.training.data import TrainData
+
+log = logging.getLogger(__name__)
+
+
+def resolve_device(name: str) -> torch.device:
+    if name == "auto":
+        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    return torch.device(name)
+
+
+@contextlib.contextmanager
+def deterministic():
+    """torch's deterministic algorithms for the block (every device), the previous setting restored after."""
+    before, before_warn = torch.are_deterministic_algorithms_enabled(), torch.is_deterministic_algorithms_warn_only_enabled()
+    torch.use_deterministic_algorithms(True, warn_only=True)
+    try:
+        yield
+    finally:
+        torch.use_deterministic_algorithms(before, warn_only=before_warn)
+
+
+@torch.no_grad()
+def validation_recall(model, data: TrainData, k: int) -> float:
+    """Weighted Recall@k of the validation set under the sampled-candidate protocol."""
+    with eval_mode(model):
+        video_z = embed(model.video_embedding, data.video_batch(data.val_video))
+        music_z = embed(model.music_embedding, data.music_batch())
+        ranks = sampled_ranks((video_z, music_z), data.val_candidates.cpu().numpy())
+    return recall_at_k(ranks, k, data.val_weight)
+
+
+def prepare(model, data: TrainData, cfg: TrainConfig, device: torch.device, teacher=None) -> TrainData:
+    """Move model and data to the device; fit the input standardisation on the training rows; the frozen
+    teacher's posteriors for every row, computed once; DebCM's inference prior."""
+    model.to(device)
+    data = data.to(device)
+    if cfg.standardize and hasattr(model, "fit_scaling"):
+        rows = data.scaling_rows()
+        model.fit_scaling(rows["visual"], rows["music"], rows.get("text"))
+    if teacher is not None:
+        teacher.to(device)
+        _precompute_teacher(teacher, data)
+    if hasattr(model, "set_prior"):  # DebCM: the training-mean uploader distribution used at inference
+        model.set_prior(np.array(data.prior, dtype=np.float64))
+    return data
+
+
+def _precompute_teacher(teacher, data: TrainData) -> None:
+    from pipeline.models.debcm import teacher_posteriors
+    teacher.eval()
+    for p in teacher.parameters():
+        p.requires_grad_(False)
+    vb = data.video_batch(torch.arange(data.visual.shape[0], device=data.visual.device))
+    for side, batch in (("video", vb), ("music", {"music": data.music})):
+        mu, logvar = teacher_posteriors(teacher, side, batch)
+        data.teacher[f"teacher_{side}_mu"] = mu.to(data.visual.device)
+        data.teacher[f"teacher_{side}_logvar"] = logvar.to(data.visual.device)
+
+
+def train_epoch(model, data: TrainData, optimizer, batch_size: int, seed: int, epoch: int) -> dict[str, float]:
+    """One pass over the training pairs in a seeded order; the mean of each loss term."""
+    model.train()
+    n = data.video_idx.shape[0]
+    # A generator per epoch seeded from (seed, epoch): the order does not depend on earlier epochs.
+    gen = torch.Generator().manual_seed(seed * 1_000_003 + epoch)
+    order = torch.randperm(n, generator=gen).to(data.video_idx.device)
+    sums: dict[str, torch.Tensor] = {}
+    n_batches = 0
+    for start in range(0, n, batch_size):
+        terms = model.loss(data.batch(order[start:start + batch_size]))
+        optimizer.zero_grad(set_to_none=True)
+        terms["total"].backward()
+        optimizer.step()
+        for k, v in terms.items():  # summed on the device: no host sync per batch
+            sums[k] = sums[k] + v.detach() if k in sums else v.detach().clone()
+        n_batches += 1
+    record = {f"train/{k}": float(v) / n_batches for k, v in sums.items()}
+    if not np.isfinite(record["train/total"]):
+        raise DataError(f"training epoch {epoch}: mean loss is {record['train/total']}; lower train.loop.lr or "
+                        "check the features for extreme values")
+    return record
+
+
+def _select(model, state: dict, score: float, patience: int) -> None:
+    """Keep the best validation state; count evaluations without improvement towards early stopping."""
+    if score > state["best_score"]:
+        state.update(best_score=score, best_epoch=state["epoch"], best_state=cpu_state(model), bad_evals=0)
+    else:
+        state["bad_evals"] += 1
+        state["stopped"] = state["bad_evals"] >= patience
+
+
+def _open_live(live, resume: bool):
+    """A dvclive Live for a directory (dvc.yaml is written by hand: dvcyaml=None), the given Live, or None."""
+    if live is None or not isinstance(live, (str, os.PathLike)):
+        return live, False
+    from dvclive import Live
+    return Live(str(live), resume=resume, dvcyaml=None, save_dvc_exp=False), True
+
+
+def fit(model, data: TrainData, cfg: TrainConfig, out_dir: str | Path, live=None, teacher=None, *,
+        model_path: str | Path | None = None, on_epoch_end: Callable[[int, dict], None] | None = None,
+        fingerprint: str | None = None) -> dict:
+    """Train `model` on `data`, keep the best validation state, write it to `model_path` (default
+    out_dir/best.pt). Resumes from out_dir/last.pt when it was written under the same config and
+    `fingerprint` (checkpoint.data_fingerprint of data and teacher). `live`: None, a dvclive directory or a
+    Live. `on_epoch_end(epoch, record)` runs after each checkpoint. Returns best_epoch, best_score
+    (validation Recall@val_k), epochs_run, stopped_early, batch_size, history."""
+    cfg.validate()
+    out_dir = Path(out_dir)
+    model_path = Path(model_path) if model_path is not None else out_dir / "best.pt"
+    device = resolve_device(cfg.device)
+    torch.manual_seed(cfg.seed)
+    data = prepare(model, data, cfg, device, teacher)
+    n = data.video_idx.shape[0]
+    if n == 0:
+        raise DataError("fit: no training pairs")
+    batch_size = cfg.effective_batch_size(n)
+    optimizer = torch.optim.Adam(model.parameters(), lr=cfg.lr, weight_decay=cfg.weight_decay)
+    config = {**dataclasses.asdict(cfg), "data": fingerprint}
+    state = try_resume(out_dir / "last.pt", config, model, optimizer, device) or new_state()
+    live, owned = _open_live(live, state["epoch"] > 0)
+    bar = tqdm(range(state["epoch"], cfg.epochs), desc="epochs", leave=False, initial=state["epoch"],
+               total=cfg.epochs)
+    try:
+        with deterministic():
+            for epoch in bar:
+                if state["stopped"]:
+                    break
+                record = train_epoch(model, data, optimizer, batch_size, cfg.seed, epoch)
+                state["epoch"] = epoch
+                if (epoch + 1) % cfg.eval_every == 0 or epoch + 1 == cfg.epochs:
+                    record[f"val/recall@{cfg.val_k}"] = score = validation_recall(model, data, cfg.val_k)
+                    _select(model, state, score, cfg.patience)
+                state["epoch"] = epoch + 1
+                state["history"].append({"epoch": epoch, **record})
+                bar.set_postfix(loss=f"{record['train/total']:.4f}", best=f"{state['best_score']:.4f}")
+                if live is not None:
+                    for k, v in record.items():
+                        live.log_metric(k, v)
+                    live.next_step()
+                save_checkpoint(out_dir / "last.pt", config, model, optimizer, device, state)
+                if on_epoch_end is not None:
+                    on_epoch_end(epoch, record)
+                if state["stopped"]:
+                    log.info("early stop after epoch %d: no improvement in %d evaluations", epoch, cfg.patience)
+    finally:
+        bar.close()
+        if owned:
+            live.end()
+    if state["best_state"] is None:
+        raise DataError("fit: no validation evaluation ran; nothing to select")
+    model.load_state_dict(state["best_state"])
+    save_torch({"model": model_spec(model), "state_dict": state["best_state"], "best_epoch": state["best_epoch"],
+                f"val_recall@{cfg.val_k}": state["best_score"], "config": config}, model_path)
+    log.info("best validation recall@%d %.4f at epoch %d (batch %d, %d steps per epoch) -> %s", cfg.val_k,
+             state["best_score"], state["best_epoch"], batch_size, -(-n // batch_size), model_path)
+    return {"best_epoch": state["best_epoch"], "best_score": state["best_score"], "epochs_run": state["epoch"],
+            "stopped_early": state["stopped"], "batch_size": batch_size, "history": state["history"]}
