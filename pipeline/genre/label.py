@@ -121,7 +121,12 @@ def _reason(pl: Plan) -> str:
 
 
 def label_music(music: pd.DataFrame, raw_dir: str | Path, p: GenreConfig):
-    """(labels table, metrics, LSTM model or None) for every row of the canonical music table."""
+    """(labels table, metrics, LSTM model or None) for every row of the canonical music table.
+
+    metrics: labeller (lstm | tags for the clips without a shipped genre; uniform when none of those has
+    audio; source when every clip ships one), n_music, n_shipped, n_labelled, n_uniform, reason (one line
+    saying who labelled how many and why), plus the labeller's own scores.
+    """
     music = music.sort_values("music_id").reset_index(drop=True)
     pl = plan(music, p)
     proba = np.full((len(music), len(GENRES)), 1.0 / len(GENRES), dtype=np.float32)

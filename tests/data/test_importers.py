@@ -639,3 +639,32 @@ def test_params_default_pgc_is_the_source_path_so_the_dvc_dependency_exists():
     assert params["pgc"] == params["path"] and IngestParams(**params).pgc_folder is None
     assert "${ingest.pgc}" in yaml.safe_load((root / "dvc.yaml").read_text())["stages"]["ingest"]["deps"]
     assert "*ingest_path" in (root / "params.yaml").read_text()  # an alias: changing `path` moves `pgc` too
+
+
+FIXTURE_SHAPES = {
+    "foreign default": ({}, {}),
+    "sibling pgc": ({"pgc": "sibling"}, {}),
+    "child pgc, ResNet widths": ({"pgc": "child", "video_dim": 2048, "smile_zero": False}, {}),
+    "six codes, three uploaders with a file": ({"genres": "codes", "n_genre_codes": 6, "n_uploaders": 3,
+                                                "uploader_file": True}, {}),
+    "no genre field": ({"genres": "none", "n_genre_codes": 2}, {}),
+    "codes 0 named by one genre": ({}, {"genre_names": ["pop"]}),
+}
+
+
+@pytest.mark.parametrize("case", sorted(FIXTURE_SHAPES))
+def test_every_fixture_shape_imports_through_ingest(case, tmp_path):
+    shape, options = FIXTURE_SHAPES[case]
+    info = write_release_fixture(tmp_path / "rel" / "ugc", **shape)
+    summary = ingest("tt150k", tmp_path / "rel" / "ugc", tmp_path / "raw", **options)
+    assert json.loads((tmp_path / "raw/source.json").read_text()) == summary
+    music = pd.read_parquet(tmp_path / "raw/music.parquet")
+    ugc_music = music[~music.music_id.str.startswith("pm")]
+    assert summary["counts"]["ugc_videos"] == 320 and len(ugc_music) == 30
+    assert (summary["pgc"] is None) == (info["pgc"] is None)
+    if shape.get("genres") == "none":
+        assert ugc_music.genre.isna().all() and summary["counts"]["music_without_genre"] == 30
+    elif "genre_names" in options:
+        assert (ugc_music.genre == "pop").all() and summary["user_prior_mean"][GENRES.index("pop")] == 1.0
+    visual = np.load(tmp_path / "raw/features/video_visual.npy", mmap_mode="r")
+    assert visual.shape[1] == shape.get("video_dim", 2304)
