@@ -170,11 +170,11 @@ def _ugc_part(src: Path, codes: tuple[int | None, ...]) -> dict:
     train = parse_train(src / "train.npy", len(visual), len(audio), spaces, codes)
     held = {s: parse_neg(src / f"100neg/{s}.npy", len(visual), len(audio), spaces) for s in ("val", "test")}
     weights = {s: load_distribution(src / f"video_popularity_{s}.npy", len(held[s]),
-                                     f"({len(held[s])},) float weights, one per row of 100neg/{s}.npy") for s in held}
+                                    f"({len(held[s])},) float weights, one per row of 100neg/{s}.npy") for s in held}
     n_codes = len(train[0][3]) if train else len(codes)
     prior = load_distribution(src / "user_prior_mean.npy", n_codes,
-                               f"{n_codes} floats (the mean uploader genre distribution, one value per genre code "
-                               "as in train.npy)")
+                              f"{n_codes} floats (the mean uploader genre distribution, one value per genre code "
+                              "as in train.npy)")
     prior = to_genre_order(prior, codes, str(src / "user_prior_mean.npy"))
     used = _split_of([(src / "train.npy", train)] + [(src / f"100neg/{s}.npy", held[s]) for s in held], "video")
     uploader, dists, upl_info = _uploaders(train, used, file_uploaders(src / TT_UPLOADER_FILE, len(visual)), codes,
