@@ -30,7 +30,8 @@ except ImportError:  # pragma: no cover - numpy 1.x
 def _latin1_encode(text: str, encoding: str = "utf-8") -> bytes:
     """Python 2 pickles (protocol 2) write bytes as `_codecs.encode(str, 'latin1')`; nothing else is needed."""
     if not isinstance(text, str) or encoding.replace("-", "").lower() != "latin1":
-        raise pickle.UnpicklingError(f"_codecs.encode({type(text).__name__}, {encoding!r}) is not a latin-1 bytes literal")
+        raise pickle.UnpicklingError(f"_codecs.encode({type(text).__name__}, {encoding!r}): only latin-1 bytes "
+                                     "literals are admitted")
     return codecs.encode(text, "latin1")
 
 
@@ -94,8 +95,8 @@ def load_array(path: str | Path, mmap: bool = False) -> np.ndarray:
             except Exception as e:  # a corrupt pickle can raise nearly anything
                 raise DataError(f"{path}: unreadable object array ({type(e).__name__}: {e})") from e
             if not isinstance(arr, np.ndarray) or arr.shape != tuple(shape):
-                raise DataError(f"{path}: the pickled payload is a {type(arr).__name__} "
-                                f"{getattr(arr, 'shape', '')}, not the array of shape {tuple(shape)} its header declares")
+                raise DataError(f"{path}: the pickled payload is a {type(arr).__name__} {getattr(arr, 'shape', '')}, "
+                                f"not the array of shape {tuple(shape)} its header declares")
             return arr
     try:
         return np.load(path, mmap_mode="r" if mmap else None, allow_pickle=False)
