@@ -6,12 +6,13 @@ import os
 import shutil
 from pathlib import Path
 
+import numpy as np
 import pandas as pd
 from tqdm import tqdm
 
-from pipeline.data.schema import (MUSIC_COLUMNS, PAIR_COLUMNS,
+from pipeline.data.schema import (GENRE_COUNTS, GENRES, MUSIC_COLUMNS, PAIR_COLUMNS,
                                   VIDEO_COLUMNS, validate_tables)
-from pipeline.errors import DataError
+from pipeline.errors import DataError, ParamsError
 from pipeline.io import write_parquet
 
 
@@ -27,8 +28,10 @@ TT_FILES = ("visual_features_resnet_V.npy", "music_features.npy", "new_music_smi
             "video_popularity_test.npy", "user_prior_mean.npy")
 PGC_FILES = ("train.npy", "val.npy", "mv_video_resnet_features.npy", "vggish_features.npy",
              "opensmile_features_norm.npy")
-TT_VISUAL_DIM = 2048  # ResNet-50 pooled features of the reference release
-TT_AUDIO_DIM = 128  # VGGish, and openSMILE after PCA
+# Optional: int64 [rows of visual_features_resnet_V.npy], each video's uploader (-1: unknown). The public
+# release has no uploader ids; with this file T_diverse can be built on val/test rows too.
+TT_UPLOADER_FILE = "video_uploader.npy"
+TT_LIKE_MUSIC = 1000  # a release with this many clips is compared with TT-150k-genre's genre counts
 SUM_TOL = 1e-3  # distributions and weights stored as float32 sum to 1 only this closely
 
 
@@ -79,3 +82,61 @@ def _id_maker(prefix: str, n: int):
     return lambda i: f"{prefix}{int(i):0{width}d}"
 
 
+
+
+# ------------------------------------------------------------------------------------------ genre codes
+
+def genre_code_map(genre_names) -> tuple[int | None, ...]:
+    """`ingest.genre_names` (the genre of each of the release's codes 0, 1, ...) -> index into GENRES per code.
+
+    None (the default) is GENRES' own order. A null entry declares a code that carries no genre (e.g. a
+    release written with "0" everywhere): its music gets no label and its share of a distribution is dropped.
+    """
+    names = GENRES if genre_names is None else genre_names
+    if isinstance(names, str) or not 1 <= len(names) <= len(GENRES):
+        raise ParamsError(f"ingest.genre_names: {names!r}; expected a list of 1..{len(GENRES)} names from {GENRES} "
+                          "(or null entries), one per genre code of the release")
+    bad = [n for n in names if n is not None and n not in GENRES]
+    named = [n for n in names if n is not None]
+    if bad or len(set(named)) != len(named):
+        raise ParamsError(f"ingest.genre_names: {list(names)}; every entry must be a distinct genre of {GENRES} "
+                          "or null")
+    return tuple(None if n is None else GENRES.index(n) for n in names)
+
+
+def to_genre_order(values, codes: tuple[int | None, ...], where: str) -> np.ndarray | None:
+    """Values indexed by the release's genre codes -> a float64 vector in GENRES order (zeros where absent).
+
+    Mass on codes without a genre is dropped and the rest rescaled to the original total; None when no
+    mass is left (the vector says nothing about genres).
+    """
+    values = np.asarray(values, dtype=np.float64)
+    if len(values) > len(codes):
+        raise DataError(f"{where}: {len(values)} genre values but ingest.genre_names names {len(codes)} codes; "
+                        "give a genre (or null) for every code of the release")
+    out = np.zeros(len(GENRES))
+    for code, x in enumerate(values):
+        if codes[code] is not None:
+            out[codes[code]] += x
+    kept, total = out.sum(), values.sum()
+    if kept <= 0:
+        return None
+    return out * (total / kept) if kept != total else out
+
+
+def genre_counts_check(counts: dict[str, int], n_music: int, where: str) -> bool:
+    """Log the per-genre music counts; warn when a TT-150k-sized release ranks its genres unlike TT-150k-genre.
+
+    A wrong `ingest.genre_names` (codes in another order than the project's) shows up as a rank order
+    unlike GENRE_COUNTS. Returns True when the counts were compared and agree.
+    """
+    log.info("%s: music per genre %s (%d clips)", where, counts, n_music)
+    if n_music < TT_LIKE_MUSIC:
+        return False
+    ours = sorted(GENRES, key=lambda g: (-counts.get(g, 0), GENRES.index(g)))
+    theirs = sorted(GENRES, key=lambda g: -GENRE_COUNTS[GENRES.index(g)])
+    if ours != theirs:
+        log.warning("%s: genres ranked by music count %s differ from TT-150k-genre's %s; check that "
+                    "ingest.genre_names lists the release's genre codes in its own order", where, ours, theirs)
+        return False
+    return True

@@ -1,8 +1,11 @@
-"""Importer of a TT-150k release (DESIGN section 1: release format and the forms the public code reads)."""
+"""Importer of a TT-150k release (DESIGN section 1: release format and the forms the public code reads).
+
+Every file is read through pipeline.data.safenpy (object arrays are unpickled without running anything);
+feature widths come from the data; the release's genre codes are named by `ingest.genre_names`.
+"""
 from __future__ import annotations
 
 import logging
-import re
 from pathlib import Path
 
 import numpy as np
@@ -11,14 +14,23 @@ from tqdm import tqdm
 
 from pipeline.data.importcommon import (
     PGC_FILES,
-    SUM_TOL,
-    TT_AUDIO_DIM,
     TT_FILES,
-    TT_VISUAL_DIM,
+    TT_UPLOADER_FILE,
     _check_out,
     _id_maker,
     _str,
     _write_tables,
+    genre_code_map,
+    genre_counts_check,
+    to_genre_order,
+)
+from pipeline.data.safenpy import load_array
+from pipeline.data.ttrows import (
+    file_uploaders,
+    load_distribution,
+    parse_neg,
+    parse_pgc_pairs,
+    parse_train,
 )
 from pipeline.data.schema import (
     GENRES,
@@ -32,128 +44,65 @@ from pipeline.io import atomic_dir, write_ids, write_json
 
 log = logging.getLogger(__name__)
 
-# ---------------------------------------------------------------------------------------------- TT-150k
+ROW_KEYS = ("videos", "music", "pairs", "split", "negatives", "uploaders")  # rows each part contributes
+MATRICES = ("video_visual", "music_audio", "music_smile")  # canonical names of TT_FILES[:3] / PGC_FILES[2:]
 
-def _require_files(root: Path, names) -> None:
+# ---------------------------------------------------------------------------------------------- reading
+
+def _require_files(root: Path, names, what: str = "a TT-150k release") -> None:
     for name in names:
         if not (root / name).is_file():
-            raise DataError(f"{root / name}: missing; a TT-150k release holds {list(names)}")
+            raise DataError(f"{root / name}: missing; {what} holds {list(names)}")
 
 
-def _load_matrix(path: Path, dim: int) -> np.ndarray:
-    try:
-        arr = np.load(path, mmap_mode="r", allow_pickle=False)
-    except (ValueError, OSError) as e:
-        raise DataError(f"{path}: not a numeric matrix ({e})") from e
-    validate_matrix(arr, len(arr) if arr.ndim else 0, path, dim)
+def _load_matrix(path: Path) -> np.ndarray:
+    arr = load_array(path, mmap=True)
+    validate_matrix(arr, len(arr) if arr.ndim else 0, path)
     return arr
 
 
-def _load_rows(path: Path):
-    try:
-        arr = np.load(path, allow_pickle=True)
-    except Exception as e:  # a corrupt pickle can raise nearly anything
-        raise DataError(f"{path}: cannot be read as a numpy array ({type(e).__name__}: {e})") from e
-    if arr.ndim == 0:
-        raise DataError(f"{path}: a scalar, expected an array of rows")
-    return arr
+def _same_width(a_path: Path, a: np.ndarray, b_path: Path, b: np.ndarray) -> None:
+    if a.shape[1] != b.shape[1]:
+        raise DataError(f"{b_path}: {b.shape[1]} columns but {a_path} has {a.shape[1]}; UGC and PGC features "
+                        "of one kind must come from the same extractor")
 
 
-def _is_int(x) -> bool:
-    return isinstance(x, (int, np.integer)) and not isinstance(x, (bool, np.bool_))
+def _uploaders(train: list[tuple], used: list[int], from_file: np.ndarray | None, codes, path: Path):
+    """(uploader id of each video that has one, [(uploader id, genre distribution in GENRES order)], info).
 
-
-def _is_real(x) -> bool:
-    return (_is_int(x) or isinstance(x, (float, np.floating))) and bool(np.isfinite(x))
-
-
-def _row(row, n: int, path: Path, i: int, form: str):
-    if isinstance(row, (str, bytes)) or not hasattr(row, "__len__") or len(row) != n:
-        raise DataError(f"{path} row {i}: {row!r:.80}; expected {n} fields {form}")
-    return row
-
-
-def _index(x, hi: int, path: Path, i: int, what: str, space: str) -> int:
-    if not _is_int(x):
-        raise DataError(f"{path} row {i}: {what} {x!r} is not an integer")
-    if not 0 <= x < hi:
-        raise DataError(f"{path} row {i}: {what} {x} out of range; {space} has {hi} rows")
-    return int(x)
-
-
-def _parse_train(path: Path, n_videos: int, n_music: int, spaces: tuple[str, str]) -> list[tuple]:
-    """Rows [video, music, genre code string, uploader genre distribution (6 floats), propensity]."""
-    form = "[video int, music int, genre code str, 6-float genre distribution, propensity float]"
-    rows, seen, genre_of = [], {}, {}
-    arr = _load_rows(path)
-    for i, row in enumerate(tqdm(arr, desc=path.name, disable=len(arr) < 10000, leave=False)):
-        _row(row, 5, path, i, form)
-        v = _index(row[0], n_videos, path, i, "video", spaces[0])
-        m = _index(row[1], n_music, path, i, "music", spaces[1])
-        g = row[2]
-        if not isinstance(g, str) or not re.fullmatch(r"\d+", g.strip()) or int(g) >= len(GENRES):
-            raise DataError(f"{path} row {i}: genre {g!r} is not a decimal code 0..{len(GENRES) - 1} of {GENRES}")
-        dist = row[3]
-        if (isinstance(dist, (str, bytes)) or not hasattr(dist, "__len__") or len(dist) != len(GENRES)
-                or not all(_is_real(x) and x >= 0 for x in dist)):
-            raise DataError(f"{path} row {i}: uploader genre distribution {dist!r:.80} is not "
-                            f"{len(GENRES)} finite non-negative floats")
-        if not _is_real(row[4]):
-            raise DataError(f"{path} row {i}: propensity {row[4]!r} is not a finite float")
-        if v in seen:
-            raise DataError(f"{path} rows {seen[v]} and {i}: video {v} appears twice; expected one row per video")
-        seen[v] = i
-        code, first = genre_of.setdefault(m, (int(g), i))
-        if code != int(g):
-            raise DataError(f"{path} row {i}: music {m} has genre {g!r} but genre {code} in row {first}")
-        rows.append((v, m, int(g), tuple(float(x) for x in dist), float(row[4])))
-    return rows
-
-
-def _parse_neg(path: Path, n_videos: int, n_music: int, spaces: tuple[str, str]) -> list[tuple]:
-    """Rows [video, positive music, integer array of sampled negative music]."""
-    rows = []
-    for i, row in enumerate(_load_rows(path)):
-        _row(row, 3, path, i, "[video int, music int, int array of negatives]")
-        v = _index(row[0], n_videos, path, i, "video", spaces[0])
-        m = _index(row[1], n_music, path, i, "music", spaces[1])
-        negs = np.asarray(row[2])
-        if negs.dtype == object and all(_is_int(x) for x in negs.ravel()):
-            negs = negs.astype(np.int64)
-        if negs.ndim != 1 or negs.size == 0 or negs.dtype.kind not in "iu":
-            raise DataError(f"{path} row {i}: negatives {row[2]!r:.80} are not a 1-d integer array")
-        bad = (negs < 0) | (negs >= n_music)
-        if bad.any():
-            raise DataError(f"{path} row {i}: negative music {negs[bad][0]} out of range; {spaces[1]} has "
-                            f"{n_music} rows")
-        if (negs == m).any():
-            raise DataError(f"{path} row {i}: the negatives of video {v} contain its positive music {m}")
-        rows.append((v, m, negs.astype(np.int64)))
-    return rows
-
-
-def _load_distribution(path: Path, n: int | None, what: str) -> np.ndarray:
-    """Non-negative finite floats summing to 1 (popularity weights over test rows, or the genre prior)."""
-    arr = np.asarray(_load_rows(path))
-    if arr.dtype.kind != "f" or (n is not None and arr.shape != (n,)) or (n is None and arr.size != len(GENRES)):
-        raise DataError(f"{path}: shape {arr.shape} dtype {arr.dtype}; expected {what}")
-    arr = arr.ravel().astype(np.float64)
-    bad = ~np.isfinite(arr) | (arr < 0)
-    if bad.any():
-        raise DataError(f"{path} row {int(np.flatnonzero(bad)[0])}: {arr[bad][0]} is not a finite non-negative float")
-    if abs(arr.sum() - 1.0) > SUM_TOL:
-        raise DataError(f"{path}: sums to {arr.sum():.6f}; expected {what} summing to 1")
-    return arr
-
-
-def _parse_pgc_pairs(path: Path, n_videos: int, n_music: int, spaces: tuple[str, str]) -> list[tuple]:
-    """Rows [video, music] of the PGC folder (the teacher's training pairs)."""
-    rows = []
-    for i, r in enumerate(_load_rows(path)):
-        _row(r, 2, path, i, "[video int, music int]")
-        rows.append((_index(r[0], n_videos, path, i, "video", spaces[0]),
-                     _index(r[1], n_music, path, i, "music", spaces[1])))
-    return rows
+    Without TT_UPLOADER_FILE an uploader is a distinct genre-distribution vector of the train rows (the
+    public release has no uploader ids), so val/test videos have none. An uploader's distribution is the
+    mean over its train rows as released, mapped to GENRES order; uploaders with no train row get none.
+    """
+    if from_file is None:
+        vectors = sorted({r[3] for r in train})
+        uid = _id_maker("u", len(vectors))
+        id_of = {d: uid(k) for k, d in enumerate(vectors)}
+        uploader = {r[0]: id_of[r[3]] for r in train}
+        info = {"from": f"distinct uploader genre distributions of {path.name} rows (no {TT_UPLOADER_FILE})",
+                "uploaders": len(vectors), "pseudo_uploaders": True, "val_test_videos_with_uploader": 0}
+    else:
+        uid = _id_maker("u", int(from_file.max(initial=0)) + 1)
+        uploader = {v: uid(from_file[v]) for v in used if from_file[v] >= 0}
+        n_train = sum(r[0] in uploader for r in train)
+        info = {"from": TT_UPLOADER_FILE, "uploaders": len(set(uploader.values())), "pseudo_uploaders": False,
+                "val_test_videos_with_uploader": len(uploader) - n_train,
+                "videos_without_uploader": len(used) - len(uploader)}
+    vectors_of: dict[str, set] = {}
+    for r in train:
+        if r[0] in uploader:
+            vectors_of.setdefault(uploader[r[0]], set()).add(r[3])
+    mixed = sorted(u for u, vs in vectors_of.items() if len(vs) > 1)
+    if mixed:
+        info["uploaders_with_differing_train_distributions"] = len(mixed)
+        log.warning("%s: %d uploader(s) of %s carry different genre distributions on their train rows (e.g. %s); "
+                    "using their mean", path, len(mixed), TT_UPLOADER_FILE, mixed[0])
+    dists = []
+    for u, vs in sorted(vectors_of.items()):
+        mapped = to_genre_order(np.mean(sorted(vs), axis=0), codes, f"{path} (uploader {u})")
+        if mapped is not None:
+            dists.append((u, mapped.tolist()))
+    return uploader, dists, info
 
 
 def _write_gathered(blocks: list[tuple[list[str], np.ndarray, np.ndarray]], path: Path,
@@ -192,31 +141,53 @@ def _split_of(named_rows: list[tuple[Path, list[tuple]]], what: str) -> list[int
     return sorted(seen)
 
 
-def _ugc_part(src: Path) -> dict:
-    """The UGC release as canonical rows; uploaders derived from train rows' genre distributions."""
+def _feature_keys(audio: np.ndarray, smile: np.ndarray) -> list[bytes | None]:
+    """Bytes of each music row's features; None for an all-zero row (a placeholder, not a clip)."""
+    return [None if not a.any() else a.tobytes() + s.tobytes() for a, s in zip(audio, smile)]
+
+
+def _genres_by_features(audio, smile, ugc_audio, ugc_smile, ugc_genre: dict[int, str]) -> dict[int, str]:
+    """PGC music whose features equal those of UGC music with one agreed genre: the same clip, same genre."""
+    genres_of: dict[bytes, set] = {}
+    for m, key in enumerate(_feature_keys(ugc_audio, ugc_smile)):
+        if key is not None:
+            genres_of.setdefault(key, set()).add(ugc_genre.get(m))
+    out = {}
+    for m, key in enumerate(_feature_keys(audio, smile)):
+        found = genres_of.get(key) if key is not None else None
+        if found is not None and len(found) == 1 and None not in found:
+            out[m] = next(iter(found))
+    return out
+
+
+def _ugc_part(src: Path, codes: tuple[int | None, ...]) -> dict:
+    """The UGC release as canonical rows."""
     _require_files(src, TT_FILES)
-    dims = (TT_VISUAL_DIM, TT_AUDIO_DIM, TT_AUDIO_DIM)
-    visual, audio, smile = (_load_matrix(src / f, d) for f, d in zip(TT_FILES, dims))
+    visual, audio, smile = (_load_matrix(src / f) for f in TT_FILES[:3])
     if len(smile) != len(audio):
         raise DataError(f"{src / TT_FILES[2]}: {len(smile)} rows, expected {len(audio)} (one per row of {TT_FILES[1]})")
     spaces = (TT_FILES[0], TT_FILES[1])
-    train = _parse_train(src / "train.npy", len(visual), len(audio), spaces)
-    held = {s: _parse_neg(src / f"100neg/{s}.npy", len(visual), len(audio), spaces) for s in ("val", "test")}
-    weights = {s: _load_distribution(src / f"video_popularity_{s}.npy", len(held[s]),
-                                     f"({len(held[s])},) float weights, one per row of 100neg/{s}.npy") for s in held}
-    prior = _load_distribution(src / "user_prior_mean.npy", None, f"{len(GENRES)} floats (mean uploader genre prior)")
+    train = parse_train(src / "train.npy", len(visual), len(audio), spaces, codes)
+    held = {s: parse_neg(src / f"100neg/{s}.npy", len(visual), len(audio), spaces) for s in ("val", "test")}
+    weights = {s: load_distribution(src / f"video_popularity_{s}.npy", len(held[s]),
+                                    f"({len(held[s])},) float weights, one per row of 100neg/{s}.npy") for s in held}
+    n_codes = len(train[0][3]) if train else len(codes)
+    prior = load_distribution(src / "user_prior_mean.npy", n_codes,
+                              f"{n_codes} floats (the mean uploader genre distribution, one value per genre code "
+                              "as in train.npy)")
+    prior = to_genre_order(prior, codes, str(src / "user_prior_mean.npy"))
     used = _split_of([(src / "train.npy", train)] + [(src / f"100neg/{s}.npy", held[s]) for s in held], "video")
+    uploader, dists, upl_info = _uploaders(train, used, file_uploaders(src / TT_UPLOADER_FILE, len(visual)), codes,
+                                           src / "train.npy")
 
     vid, mid = _id_maker("v", len(visual)), _id_maker("m", len(audio))
-    dists = sorted({r[3] for r in train})  # the release has no uploader ids: one uploader per distinct vector
-    uid = _id_maker("u", len(dists))
-    uploader_of = {d: uid(k) for k, d in enumerate(dists)}
-    uploader = {r[0]: uploader_of[r[3]] for r in train}
     pop = np.bincount([r[1] for r in train], minlength=len(audio))
-    genre = {r[1]: GENRES[r[2]] for r in train}
+    genre = {r[1]: GENRES[r[2]] for r in train if r[2] is not None}
     v_ids, m_ids = [vid(v) for v in used], [mid(m) for m in range(len(audio))]
     m_arr = np.array(m_ids, dtype=object)
     rows = np.arange(len(audio))
+    per_genre = {g: sum(x == g for x in genre.values()) for g in GENRES}
+    genre_counts_check(per_genre, len(audio), str(src / "train.npy"))
     return {
         "videos": [(i, uploader.get(v), "ugc") for i, v in zip(v_ids, used)],
         "music": [(i, int(pop[m]), genre.get(m)) for i, m in zip(m_ids, rows)],
@@ -224,49 +195,81 @@ def _ugc_part(src: Path) -> dict:
         "split": [(vid(r[0]), "train", None, r[4]) for r in train]
         + [(vid(r[0]), s, float(w), None) for s in held for r, w in zip(held[s], weights[s])],
         "negatives": [(vid(r[0]), s, m_arr[r[2]].tolist()) for s in held for r in held[s]],
-        "uploaders": [(uid(k), list(d)) for k, d in enumerate(dists)],
+        "uploaders": dists,
         "video_visual": [(v_ids, visual, np.array(used, dtype=np.int64))],
         "music_audio": [(m_ids, audio, rows)], "music_smile": [(m_ids, smile, rows)],
-        "prior": [float(x) for x in prior],
+        "prior": None if prior is None else prior.tolist(), "genre_counts": per_genre, "uploader_info": upl_info,
+        "raw": {"audio": audio, "smile": smile, "genre": {r[1]: r[2] for r in train if r[2] is not None}},
         "counts": {"ugc_videos": len(used), "unused_video_rows": len(visual) - len(used), "music": len(audio),
                    "train": len(train), "val": len(held["val"]), "test": len(held["test"]),
-                   "uploaders": len(dists), "music_without_genre": len(audio) - len(genre)},
+                   "uploaders": upl_info["uploaders"], "music_without_genre": len(audio) - len(genre),
+                   "genre_codes": n_codes},
     }
 
 
-def _pgc_part(pgc: Path) -> dict:
-    """The PGC folder: its own video ids "p<int>" and music ids "pm<int>" (the release shares no ids)."""
-    _require_files(pgc, PGC_FILES)
-    dims = (TT_VISUAL_DIM, TT_AUDIO_DIM, TT_AUDIO_DIM)
-    visual, audio, smile = (_load_matrix(pgc / f, d) for f, d in zip(PGC_FILES[2:], dims))
+def _pgc_part(pgc: Path, ugc: dict, src: Path) -> dict:
+    """The PGC folder: its own video ids "p<int>" and music ids "pm<int>" (the release shares no ids).
+
+    A PGC music whose features equal a UGC clip's takes that clip's genre; the rest have none.
+    """
+    _require_files(pgc, PGC_FILES, "a TT-150k PGC folder (ingest.pgc, else <path>/../pgc, else <path>/pgc)")
+    visual, audio, smile = (_load_matrix(pgc / f) for f in PGC_FILES[2:])
+    for ugc_name, kind, pgc_name, mat in zip(TT_FILES[:3], MATRICES, PGC_FILES[2:], (visual, audio, smile)):
+        _same_width(src / ugc_name, ugc[kind][0][1], pgc / pgc_name, mat)
     if len(smile) != len(audio):
         raise DataError(f"{pgc / PGC_FILES[4]}: {len(smile)} rows, expected {len(audio)} (as {PGC_FILES[3]})")
-    split = {s: _parse_pgc_pairs(pgc / f"{s}.npy", len(visual), len(audio), PGC_FILES[2:4]) for s in ("train", "val")}
+    split = {s: parse_pgc_pairs(pgc / f"{s}.npy", len(visual), len(audio), PGC_FILES[2:4]) for s in ("train", "val")}
     used = _split_of([(pgc / f"{s}.npy", rows) for s, rows in split.items()], "PGC video")
+    raw = ugc["raw"]
+    genre = _genres_by_features(audio, smile, raw["audio"], raw["smile"],
+                                {m: GENRES[g] for m, g in raw["genre"].items()})
     vid, mid = _id_maker("p", len(visual)), _id_maker("pm", len(audio))
     pop = np.bincount([m for _, m in split["train"]], minlength=len(audio))
     v_ids, m_ids, rows = [vid(v) for v in used], [mid(m) for m in range(len(audio))], np.arange(len(audio))
     return {
-        "videos": [(i, None, "pgc") for i in v_ids], "music": [(i, int(pop[m]), None) for i, m in zip(m_ids, rows)],
+        "videos": [(i, None, "pgc") for i in v_ids],
+        "music": [(i, int(pop[m]), genre.get(m)) for i, m in zip(m_ids, rows)],
         "pairs": [(vid(v), mid(m), "pgc") for s in split for v, m in split[s]],
         "split": [(vid(v), s, None, None) for s in split for v, _ in split[s]], "negatives": [], "uploaders": [],
         "video_visual": [(v_ids, visual, np.array(used, dtype=np.int64))],
         "music_audio": [(m_ids, audio, rows)], "music_smile": [(m_ids, smile, rows)],
-        "counts": {"pgc_videos": len(used), "pgc_music": len(audio)},
+        "counts": {"pgc_videos": len(used), "pgc_music": len(audio), "pgc_music_with_genre": len(genre)},
     }
 
 
-def import_tt150k(src: Path, out: Path, pgc: Path | None = None) -> dict:
+def resolve_pgc(src: Path, pgc: Path | None) -> tuple[Path | None, str | None]:
+    """The PGC folder and how it was found: `ingest.pgc` when set, else `<src>/../pgc`, else `<src>/pgc`."""
+    if pgc is not None:
+        if not Path(pgc).is_dir():
+            raise DataError(f"{pgc}: ingest.pgc names no folder; expected the release's PGC folder holding "
+                            f"{list(PGC_FILES)} (set ingest.pgc equal to ingest.path to look beside and inside it)")
+        return Path(pgc), "ingest.pgc"
+    sibling, child = src.resolve().parent / "pgc", src / "pgc"
+    found = [(p, how) for p, how in ((sibling, "sibling"), (child, "child")) if p.is_dir()]
+    if len(found) == 2 and sibling.resolve() != child.resolve():
+        raise DataError(f"{sibling} and {child}: two PGC folders beside and inside the release; set ingest.pgc to "
+                        "the one to use")
+    if found and found[0][1] == "sibling":
+        log.warning("%s: PGC folder found beside the release; DVC re-runs ingest on its changes only when "
+                    "ingest.pgc names it", sibling)
+    return found[0] if found else (None, None)
+
+
+def import_tt150k(src: Path, out: Path, pgc: Path | None = None, genre_names=None) -> dict:
     """Import a TT-150k release (DESIGN section 1, release format), keeping its split, negatives and weights.
 
-    `pgc` is the sibling PGC folder (default `<src>/pgc` when it exists); its features are appended to the
-    same matrices under their own ids. Music popularity = train rows using it (PGC train pairs for "pm").
+    `pgc`: the PGC folder (default: `<src>/../pgc` as the release's README lays it out, else `<src>/pgc`);
+    its features are appended to the same matrices under their own ids. `genre_names`: the genre of each
+    of the release's codes (default schema.GENRES' order; see importcommon.genre_code_map). Music
+    popularity = train rows using it (PGC train pairs for "pm"). Nothing in the release is executed.
     """
     src, out = Path(src), Path(out)
     _check_out(src, out)
-    pgc = Path(pgc) if pgc is not None else (src / "pgc" if (src / "pgc").is_dir() else None)
-    parts = [_ugc_part(src)] + ([_pgc_part(pgc)] if pgc is not None else [])
-    rows = {k: [r for p in parts for r in p[k]] for k in parts[0] if k not in ("prior", "counts")}
+    codes = genre_code_map(genre_names)
+    pgc, pgc_found = resolve_pgc(src, None if pgc is None else Path(pgc))
+    ugc = _ugc_part(src, codes)
+    parts = [ugc] + ([_pgc_part(pgc, ugc, src)] if pgc is not None else [])
+    rows = {k: [r for p in parts for r in p[k]] for k in ROW_KEYS + MATRICES}
     v = pd.DataFrame(rows["videos"], columns=["video_id", "uploader_id", "kind"])
     videos = pd.DataFrame({"video_id": _str(v.video_id), "uploader_id": _str(v.uploader_id), "kind": _str(v.kind),
                            "path": _str([None] * len(v)), "text": _str([None] * len(v)),
@@ -279,16 +282,16 @@ def import_tt150k(src: Path, out: Path, pgc: Path | None = None) -> dict:
         {"weight": np.float64, "propensity": np.float64}).sort_values("video_id", kind="stable")
     negatives = pd.DataFrame(rows["negatives"], columns=["video_id", "split", "negatives"]).sort_values("video_id")
     uploaders = pd.DataFrame(rows["uploaders"], columns=["uploader_id", "genre_dist"])
-    summary = {"source": "tt150k", "src": str(src), "pgc": None if pgc is None else str(pgc),
-               "user_prior_mean": parts[0]["prior"], "counts": {k: n for p in parts for k, n in p["counts"].items()}}
+    summary = {"source": "tt150k", "src": str(src), "pgc": None if pgc is None else str(pgc), "pgc_found": pgc_found,
+               "genre_names": [None if c is None else GENRES[c] for c in codes],
+               "user_prior_mean": ugc["prior"], "genre_counts": ugc["genre_counts"], "uploaders": ugc["uploader_info"],
+               "counts": {k: n for p in parts for k, n in p["counts"].items()}}
     with atomic_dir(out) as tmp:
-        _write_tables(tmp, videos, music, pairs, str(src), split=split, negatives=negatives, uploaders=uploaders)
-        for name, ids_file in (("video_visual", VIDEO_IDS_FILE), ("music_audio", MUSIC_IDS_FILE),
-                               ("music_smile", MUSIC_IDS_FILE)):
+        optional = {"split": split, "negatives": negatives, **({"uploaders": uploaders} if len(uploaders) else {})}
+        _write_tables(tmp, videos, music, pairs, str(src), **optional)
+        for name, ids_file in zip(MATRICES, (VIDEO_IDS_FILE, MUSIC_IDS_FILE, MUSIC_IDS_FILE)):
             ids = _write_gathered(rows[name], tmp / "features" / f"{name}.npy")
             write_ids(ids, tmp / "features" / ids_file)
         write_json(summary, tmp / "source.json")
     log.info("imported TT-150k release %s -> %s: %s", src, out, summary["counts"])
     return summary
-
-

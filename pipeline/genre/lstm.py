@@ -42,6 +42,8 @@ class TrainConfig:
     batch_size: int = 32
     max_epochs: int = 300
     patience: int = 30  # epochs without a better validation (accuracy, then loss); small sets plateau early
+    min_delta: float = 0.01  # a validation loss this much lower counts as better (saturated accuracy otherwise
+    # lets the loss creep down by 1e-4 an epoch for hundreds of epochs, so training never stopped)
     val_fraction: float = 0.2  # stratified held-out share used for early stopping
     seed: int = 0
 
@@ -56,6 +58,8 @@ class TrainConfig:
             raise ParamsError(f"genre.train.val_fraction must be in (0, 1), got {self.val_fraction}")
         if self.max_epochs < 1 or self.patience < 1 or self.lr <= 0:
             raise ParamsError("genre.train: max_epochs and patience must be >= 1 and lr > 0")
+        if not self.min_delta >= 0:
+            raise ParamsError(f"genre.train.min_delta must be >= 0, got {self.min_delta}")
 
 
 class GenreLSTM(nn.Module):
@@ -134,6 +138,31 @@ def _stratified_split(codes: np.ndarray, cfg: TrainConfig, labels: Sequence[str]
     return np.sort(train), np.sort(val)
 
 
+@dataclass
+class Plateau:
+    """Early stopping on validation (accuracy, loss): better = higher accuracy, or the same accuracy with a
+    loss lower by more than `min_delta`; stop after `patience` epochs without a better one."""
+
+    patience: int
+    min_delta: float
+    best: tuple[float, float] | None = None  # (accuracy, loss) of the best epoch
+    best_epoch: int = 0
+    stale: int = 0
+
+    def improved(self, epoch: int, accuracy: float, loss: float) -> bool:
+        better = self.best is None or accuracy > self.best[0] or (
+            accuracy == self.best[0] and loss < self.best[1] - self.min_delta)
+        if better:
+            self.best, self.best_epoch, self.stale = (accuracy, loss), epoch, 0
+        else:
+            self.stale += 1
+        return better
+
+    @property
+    def stop(self) -> bool:
+        return self.stale >= self.patience
+
+
 def _batched_logits(model: GenreLSTM, frames: torch.Tensor, batch_size: int) -> torch.Tensor:
     return torch.cat([model(frames[i:i + batch_size]) for i in range(0, len(frames), batch_size)])
 
@@ -146,8 +175,9 @@ def train_classifier(
 
     Deterministic given cfg.seed: the weights are initialised, batches shuffled and dropout drawn from
     seeded generators inside a forked RNG state (the caller's torch RNG is left untouched). The returned
-    model holds the weights of the best validation epoch (highest accuracy; ties go to the lower loss,
-    since on small validation sets accuracy saturates early). history: per-epoch losses and accuracies.
+    model holds the weights of the best validation epoch (highest accuracy; ties go to a loss lower by
+    more than cfg.min_delta, since on small validation sets accuracy saturates early: see Plateau).
+    history: per-epoch losses and accuracies.
     """
     cfg.validate()
     check_frames(frames, "genre training frames")
@@ -173,7 +203,7 @@ def train_classifier(
         model.present.copy_(torch.from_numpy(np.isin(np.arange(len(labels)), present)))
         shuffle = torch.Generator().manual_seed(cfg.seed)
         optimiser = torch.optim.Adam(model.parameters(), lr=cfg.lr, weight_decay=cfg.weight_decay)
-        best_key, best_state, best_epoch, stale = None, None, 0, 0
+        plateau, best_state = Plateau(cfg.patience, cfg.min_delta), None
         epochs = tqdm(range(1, cfg.max_epochs + 1), desc="genre lstm", unit="epoch", disable=not progress)
         for epoch in epochs:
             model.train()
@@ -192,18 +222,16 @@ def train_classifier(
             history.append({"epoch": epoch, "train_loss": total / len(x_train), "val_loss": val_loss,
                             "val_accuracy": val_acc})
             epochs.set_postfix(val_acc=f"{val_acc:.3f}", val_loss=f"{val_loss:.3f}")
-            key = (val_acc, -val_loss)
-            if best_key is None or key > best_key:
-                best_key, best_state, best_epoch, stale = key, copy.deepcopy(model.state_dict()), epoch, 0
-            else:
-                stale += 1
-                if stale >= cfg.patience:
-                    break
+            if plateau.improved(epoch, val_acc, val_loss):
+                best_state = copy.deepcopy(model.state_dict())
+            elif plateau.stop:
+                break
         model.load_state_dict(best_state)
     model.eval()
-    summary = {"epochs": history, "best_epoch": best_epoch, "best_val_accuracy": best_key[0],
+    best_acc = plateau.best[0]
+    summary = {"epochs": history, "best_epoch": plateau.best_epoch, "best_val_accuracy": best_acc,
                "stopped_early": len(history) < cfg.max_epochs, "n_train": len(train_idx), "n_val": len(val_idx)}
-    log.info("genre lstm: best epoch %d of %d, validation accuracy %.3f", best_epoch, len(history), best_key[0])
+    log.info("genre lstm: best epoch %d of %d, validation accuracy %.3f", plateau.best_epoch, len(history), best_acc)
     return model, summary
 
 

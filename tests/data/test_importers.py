@@ -3,6 +3,7 @@ from __future__ import annotations
 
 import json
 import os
+from pathlib import Path
 
 import numpy as np
 import pandas as pd
@@ -12,6 +13,8 @@ from pipeline.data.importers import _write_gathered, import_folder, import_tt150
 from pipeline.data.schema import GENRES
 from pipeline.errors import DataError, ParamsError
 from pipeline.io import read_ids, tree_md5
+from tests.fixtures.releases import write_media_folder
+from tests.fixtures.releases import write_release as _write_release_fixture
 
 # ------------------------------------------------------------------------------------------ TT-150k fake
 
@@ -190,8 +193,12 @@ BROKEN_TT = {
                             ["100neg/test.npy", "row 0", "video 3", "train.npy row 3"]),
     "duplicate train video": (_train_row(9, 0, 4), ["train.npy", "rows 4 and 9", "video 4"]),
     "nan row": (_set("visual_features_resnet_V.npy", _nan_row), ["visual_features_resnet_V.npy", "row 7", "NaN"]),
-    "2047 columns": (_set("visual_features_resnet_V.npy", lambda a: a[:, :2047].copy()),
-                     ["visual_features_resnet_V.npy", "2047 columns", "2048"]),
+    "pgc width differs": (_set("visual_features_resnet_V.npy", lambda a: a[:, :2047].copy()),
+                          ["pgc/mv_video_resnet_features.npy", "2048 columns", "visual_features_resnet_V.npy",
+                           "has 2047"]),
+    "pgc music width differs": (_set("pgc/opensmile_features_norm.npy", lambda a: a[:, :100].copy()),
+                                ["pgc/opensmile_features_norm.npy", "100 columns", "new_music_smile_features_norm.npy",
+                                 "has 128"]),
     "float64 matrix": (_set("music_features.npy", lambda a: a.astype(np.float64)), ["music_features.npy", "float64"]),
     "smile rows": (_set("new_music_smile_features_norm.npy", lambda a: a[:5].copy()),
                    ["new_music_smile_features_norm.npy", "5 rows", "expected 6"]),
@@ -419,3 +426,245 @@ def test_ingest_dispatch_rejects_unknown_source_and_options(tmp_path):
     with pytest.raises(ParamsError, match="pgc"):
         ingest("folder", src, tmp_path / "raw", pgc=tmp_path)
     assert ingest("folder", src, tmp_path / "raw")["source"] == "folder"
+
+
+# ------------------------------------------------------------------------------------- untrusted pickles
+
+class _Marker:
+    """Pickles as a call of os.system that creates `path`: what a crafted release file could hold."""
+
+    def __init__(self, path):
+        self.path = path
+
+    def __reduce__(self):
+        return os.system, (f"touch {self.path}",)
+
+
+@pytest.mark.parametrize("rel", ["train.npy", "100neg/test.npy", "pgc/val.npy"])
+def test_crafted_pickle_is_refused_and_never_runs(rel, tmp_path):
+    marker = tmp_path / "pwned"
+    files = tt_release()
+    crafted = files[rel].astype(object)  # pgc/val.npy is an int array in the fake: made an object array here
+    crafted[0] = [_Marker(marker)] + list(crafted[0])[1:]  # 100neg rows are lists, the others array rows
+    files[rel] = crafted
+    src = write_release(tmp_path / "tt", files)
+    with pytest.raises(DataError) as err:
+        import_tt150k(src, tmp_path / "raw")
+    assert str(src / rel) in str(err.value) and "refused to unpickle posix.system" in str(err.value)
+    assert not marker.exists() and not (tmp_path / "raw").exists()
+    np.load(src / rel, allow_pickle=True)  # the file is a live exploit: plain np.load runs it
+    assert marker.exists()
+
+
+def test_restricted_unpickler_reads_numpy1_and_python2_style_pickles(tmp_path):
+    """Object arrays pickled with protocol 2 and numpy 1.x module names (numpy.core.multiarray) still load."""
+    import pickle
+
+    from pipeline.data.safenpy import load_array
+
+    arr = _obj([[3, 1, "2", [0.5, 0.5], np.float64(0.25)], [4, 0, "1", [1.0, 0.0], 0.5]], two_d=True)
+    arr[1, 3] = np.array([1.0, 0.0])
+    payload = pickle.dumps(arr, protocol=2).replace(b"numpy._core.multiarray", b"numpy.core.multiarray")
+    assert b"numpy.core.multiarray" in payload and b"_codecs" in payload  # the bytes a py2/numpy-1 file holds
+    with open(tmp_path / "old.npy", "wb") as f:
+        np.lib.format.write_array_header_1_0(f, np.lib.format.header_data_from_array_1_0(arr))
+        f.write(payload)
+    back = load_array(tmp_path / "old.npy")
+    assert back.shape == (2, 5) and back[0, 2] == "2" and back[0, 4] == 0.25
+    np.testing.assert_array_equal(back[1, 3], [1.0, 0.0])
+    np.save(tmp_path / "evil.npy", np.array([eval], dtype=object), allow_pickle=True)
+    with pytest.raises(DataError, match=r"evil.npy: refused to unpickle builtins.eval"):
+        load_array(tmp_path / "evil.npy")
+    (tmp_path / "text.npy").write_text("not numpy")
+    with pytest.raises(DataError, match="text.npy: not a .npy file"):
+        load_array(tmp_path / "text.npy")
+
+
+# ------------------------------------------------------------------------ releases in foreign shapes
+
+def write_release_fixture(path, **shape):
+    """tests.fixtures.releases.write_release, remembering what it wrote (the genre code of each music)."""
+    write_release_fixture.last = _write_release_fixture(path, **shape)
+    return write_release_fixture.last
+
+
+def _import(src, out, **kw):
+    summary = import_tt150k(src, out, **kw)
+    tables = {n: pd.read_parquet(out / f"{n}.parquet") for n in ("videos", "music", "pairs", "split", "negatives")}
+    return summary, tables
+
+
+def test_foreign_release_imports_with_its_own_widths_and_one_uploader(tmp_path):
+    """The release another tool wrote: 2304-d video, zero openSMILE, one uploader, codes "0", [1.0], no PGC."""
+    info = write_release_fixture(tmp_path / "rel")
+    summary, t = _import(tmp_path / "rel", tmp_path / "raw")
+    assert np.load(tmp_path / "raw/features/video_visual.npy").shape == (320, 2304)
+    smile = np.load(tmp_path / "raw/features/music_smile.npy")
+    assert smile.shape == (30, 128) and not smile.any()
+    ugc = t["videos"].set_index("video_id")
+    train = t["split"].set_index("video_id").split == "train"
+    assert ugc.uploader_id[train].nunique() == 1 and ugc.uploader_id[~train].isna().all()
+    assert summary["uploaders"]["pseudo_uploaders"] and summary["uploaders"]["val_test_videos_with_uploader"] == 0
+    assert summary["user_prior_mean"] == [1.0, 0, 0, 0, 0, 0]  # code 0 is classical in GENRES order
+    assert pd.read_parquet(tmp_path / "raw/uploaders.parquet").genre_dist.map(list).tolist() == [[1.0, 0, 0, 0, 0, 0]]
+    assert (t["music"].genre == "classical").all() and summary["genre_counts"]["classical"] == 30
+    assert summary["counts"]["genre_codes"] == 1 and summary["pgc"] is None
+    assert (summary["counts"]["train"], summary["counts"]["val"], summary["counts"]["test"]) == (240, 40, 40)
+    assert len(t["negatives"]) == 80 and t["negatives"].negatives.map(len).eq(29).all()
+    assert info["n_rows"] == 322 and summary["counts"]["unused_video_rows"] == 2
+
+
+def test_genre_names_map_reorder_and_drop_codes(tmp_path):
+    write_release_fixture(tmp_path / "rel", genres="codes", n_genre_codes=3, n_uploaders=4, smile_zero=False)
+    names = ["jazz", None, "hiphop"]  # code 0 is jazz, code 1 carries no genre, code 2 is hiphop
+    summary, t = _import(tmp_path / "rel", tmp_path / "raw", genre_names=names)
+    codes = write_release_fixture.last["codes"]
+    music = t["music"].set_index("music_id").genre
+    for m, code in enumerate(codes):
+        want = names[code]
+        assert (pd.isna(music[f"m{m:05d}"]) if want is None else music[f"m{m:05d}"] == want), (m, code)
+    ups = pd.read_parquet(tmp_path / "raw/uploaders.parquet")
+    for dist in ups.genre_dist.map(np.asarray):
+        assert dist[GENRES.index("classical")] == 0 and dist[GENRES.index("reggae")] == 0
+        assert dist.sum() == pytest.approx(1.0)  # code 1's share dropped, the rest rescaled
+    assert summary["genre_names"] == names and summary["counts"]["music_without_genre"] == codes.count(1)
+    assert sum(summary["genre_counts"].values()) == 30 - codes.count(1)
+
+
+@pytest.mark.parametrize("names, words", [
+    (["pop", "jazz"], ["train.npy row 0", "3 values", "ingest.genre_names names 2 codes"]),
+    (["pop", "jazz", "metal", "reggae", "hiphop", "classical", "pop"], ["ingest.genre_names"]),
+    (["rock", "jazz", "pop"], ["ingest.genre_names", "'rock'"]),
+    (["jazz", "jazz", "pop"], ["ingest.genre_names", "distinct"]),
+])
+def test_genre_names_that_cannot_name_the_codes_are_named(names, words, tmp_path):
+    write_release_fixture(tmp_path / "rel", genres="codes", n_genre_codes=3)
+    with pytest.raises((DataError, ParamsError)) as err:
+        import_tt150k(tmp_path / "rel", tmp_path / "raw", genre_names=names)
+    for w in words:
+        assert w in str(err.value), (w, str(err.value))
+
+
+def test_genre_code_beyond_the_mapping_is_named(tmp_path):
+    files = tt_release()
+    files["train.npy"][3, 2] = "6"  # the fake's distributions have 6 values, codes 0..5
+    src = write_release(tmp_path / "tt", files)
+    with pytest.raises(DataError, match=r"train.npy row 3: genre code '6' has no name; ingest.genre_names"):
+        import_tt150k(src, tmp_path / "raw")
+
+
+def test_genre_counts_checked_against_tt150k_on_a_large_release(tmp_path, caplog):
+    write_release_fixture(tmp_path / "rel", genres="codes", n_genre_codes=6, n_music=1000, n_train=1100,
+                          n_val=20, n_test=20, video_dim=4, music_dim=4, smile_dim=4, n_negatives=5)
+    with caplog.at_level("WARNING"):
+        summary = import_tt150k(tmp_path / "rel", tmp_path / "a")
+    assert not [r for r in caplog.records if "ingest.genre_names" in r.message]
+    assert summary["genre_counts"]["classical"] > summary["genre_counts"]["jazz"] > summary["genre_counts"]["reggae"]
+    caplog.clear()
+    with caplog.at_level("WARNING"):  # the same release read with its codes in another order
+        import_tt150k(tmp_path / "rel", tmp_path / "b", genre_names=["jazz", "classical", "hiphop", "reggae", "pop",
+                                                                      "metal"])
+    assert [r for r in caplog.records if "ingest.genre_names" in r.message and "differ" in r.message]
+
+
+def test_uploader_file_gives_val_and_test_videos_their_uploader(tmp_path):
+    write_release_fixture(tmp_path / "rel", n_uploaders=3, uploader_file=True, genres="codes", n_genre_codes=6)
+    summary, t = _import(tmp_path / "rel", tmp_path / "raw")
+    videos = t["videos"].set_index("video_id")
+    assert videos.uploader_id.notna().all()
+    for vid, up in videos.uploader_id.items():
+        assert int(up[1:]) == int(vid[1:]) % 3  # video row i -> uploader i % 3, as the fixture wrote it
+    held = t["split"].set_index("video_id").split != "train"
+    assert summary["uploaders"] == {"from": "video_uploader.npy", "uploaders": 3, "pseudo_uploaders": False,
+                                    "val_test_videos_with_uploader": int(held.sum()), "videos_without_uploader": 0}
+    assert len(pd.read_parquet(tmp_path / "raw/uploaders.parquet")) == 3
+    np.save(tmp_path / "rel/video_uploader.npy", np.full(5, 1))
+    with pytest.raises(DataError, match=r"video_uploader.npy: shape \(5,\).*\(322,\) integers"):
+        import_tt150k(tmp_path / "rel", tmp_path / "raw2")
+
+
+@pytest.mark.parametrize("where", ["sibling", "child"])
+def test_pgc_found_beside_or_inside_and_shared_clips_keep_their_genre(where, tmp_path):
+    info = write_release_fixture(tmp_path / "rel" / "ugc", pgc=where, genres="codes", n_genre_codes=6)
+    summary, t = _import(tmp_path / "rel" / "ugc", tmp_path / "raw")
+    assert summary["pgc_found"] == where and summary["pgc"] == info["pgc"]
+    music = t["music"].set_index("music_id").genre
+    for m in range(8):  # the fixture's first 3 PGC music repeat UGC music 0..2 exactly
+        want = GENRES[info["codes"][m]] if m < 3 else None
+        assert (music[f"pm{m:05d}"] == want) if want else pd.isna(music[f"pm{m:05d}"])
+    assert summary["counts"]["pgc_music_with_genre"] == 3 and (t["videos"].kind == "pgc").sum() == 20
+
+
+def test_pgc_explicit_and_ambiguous(tmp_path):
+    write_release_fixture(tmp_path / "rel" / "ugc", pgc="sibling")
+    write_release_fixture(tmp_path / "other", pgc="child", seed=1)  # a second PGC folder: other/pgc
+    summary = import_tt150k(tmp_path / "rel" / "ugc", tmp_path / "a", pgc=tmp_path / "other" / "pgc")
+    assert summary["pgc_found"] == "ingest.pgc" and summary["pgc"] == str(tmp_path / "other" / "pgc")
+    (tmp_path / "rel" / "ugc" / "pgc").symlink_to(tmp_path / "other" / "pgc")
+    with pytest.raises(DataError, match=r"two PGC folders.*set ingest.pgc"):
+        import_tt150k(tmp_path / "rel" / "ugc", tmp_path / "b")
+    with pytest.raises(DataError, match=r"nowhere: ingest.pgc names no folder"):
+        import_tt150k(tmp_path / "rel" / "ugc", tmp_path / "b", pgc=tmp_path / "nowhere")
+
+
+def test_ingest_stage_params_pgc_auto_when_equal_to_path():
+    from stages.ingest import IngestParams
+
+    assert IngestParams(source="tt150k", path="/d/ugc", pgc="/d/ugc").pgc_folder is None
+    assert IngestParams(source="tt150k", path="/d/ugc", pgc="/d/ugc/").pgc_folder is None
+    assert IngestParams(source="tt150k", path="/d/ugc", pgc="auto").pgc_folder is None
+    assert IngestParams(source="tt150k", path="/d/ugc", pgc="/d/pgc").pgc_folder == Path("/d/pgc")
+    with pytest.raises(ParamsError, match="ingest.genre_names"):
+        IngestParams(genre_names=["rock"]).validate()
+
+
+def test_media_folder_fixture_imports(tmp_path):
+    info = write_media_folder(tmp_path / "mine")
+    summary = ingest("folder", tmp_path / "mine", tmp_path / "raw")
+    assert summary["counts"]["videos"] == info["videos"] >= 10 and summary["counts"]["uploaders"] == 3
+    music = pd.read_parquet(tmp_path / "raw/music.parquet")
+    assert music.genre.isna().all() and not (tmp_path / "raw/genre_corpus").exists()
+    assert {p.suffix for p in (tmp_path / "raw/media/music").iterdir()} == {".wav", ".flac"}
+
+
+def test_params_default_pgc_is_the_source_path_so_the_dvc_dependency_exists():
+    """dvc.yaml lists ${ingest.pgc} as a dependency of ingest: its default must be a path that exists (the
+    source itself, through a YAML alias of ingest.path), and that value means "look for the PGC folder"."""
+    import yaml
+
+    from stages.ingest import IngestParams
+
+    root = Path(__file__).resolve().parents[2]
+    params = yaml.safe_load((root / "params.yaml").read_text())["ingest"]
+    assert params["pgc"] == params["path"] and IngestParams(**params).pgc_folder is None
+    assert "${ingest.pgc}" in yaml.safe_load((root / "dvc.yaml").read_text())["stages"]["ingest"]["deps"]
+    assert "*ingest_path" in (root / "params.yaml").read_text()  # an alias: changing `path` moves `pgc` too
+
+
+FIXTURE_SHAPES = {
+    "foreign default": ({}, {}),
+    "sibling pgc": ({"pgc": "sibling"}, {}),
+    "child pgc, ResNet widths": ({"pgc": "child", "video_dim": 2048, "smile_zero": False}, {}),
+    "six codes, three uploaders with a file": ({"genres": "codes", "n_genre_codes": 6, "n_uploaders": 3,
+                                                "uploader_file": True}, {}),
+    "no genre field": ({"genres": "none", "n_genre_codes": 2}, {}),
+    "codes 0 named by one genre": ({}, {"genre_names": ["pop"]}),
+}
+
+
+@pytest.mark.parametrize("case", sorted(FIXTURE_SHAPES))
+def test_every_fixture_shape_imports_through_ingest(case, tmp_path):
+    shape, options = FIXTURE_SHAPES[case]
+    info = write_release_fixture(tmp_path / "rel" / "ugc", **shape)
+    summary = ingest("tt150k", tmp_path / "rel" / "ugc", tmp_path / "raw", **options)
+    assert json.loads((tmp_path / "raw/source.json").read_text()) == summary
+    music = pd.read_parquet(tmp_path / "raw/music.parquet")
+    ugc_music = music[~music.music_id.str.startswith("pm")]
+    assert summary["counts"]["ugc_videos"] == 320 and len(ugc_music) == 30
+    assert (summary["pgc"] is None) == (info["pgc"] is None)
+    if shape.get("genres") == "none":
+        assert ugc_music.genre.isna().all() and summary["counts"]["music_without_genre"] == 30
+    elif "genre_names" in options:
+        assert (ugc_music.genre == "pop").all() and summary["user_prior_mean"][GENRES.index("pop")] == 1.0
+    visual = np.load(tmp_path / "raw/features/video_visual.npy", mmap_mode="r")
+    assert visual.shape[1] == shape.get("video_dim", 2304)

@@ -8,7 +8,8 @@ from pipeline.data.schema import GENRES
 from pipeline.errors import DataError, ParamsError
 from pipeline.genre.corpus import read_corpus
 from pipeline.genre.frames import FrameConfig, corpus_frames
-from pipeline.genre.lstm import TrainConfig, evaluate, load, predict_genres, predict_proba, save, train_classifier
+from pipeline.genre.lstm import (Plateau, TrainConfig, evaluate, load, predict_genres, predict_proba, save,
+                                 train_classifier)
 from pipeline.io import file_md5
 
 FRAMES = FrameConfig(seconds=2.0, hop_length=1024)  # 44 frames: keeps each training around a second
@@ -140,3 +141,31 @@ def test_training_input_errors(data):
         train_classifier(frames[..., :32], genres, CFG, progress=False)
     with pytest.raises(ParamsError, match="pooling"):
         train_classifier(frames, genres, dataclasses.replace(CFG, pooling="max"), progress=False)
+
+
+def test_plateau_rule_on_a_synthetic_creeping_loss():
+    """Accuracy saturated, the loss creeping down 1e-4 an epoch: a plateau that min_delta=0 never ends."""
+    creeping = [(1.0, 0.05 - 1e-4 * e) for e in range(200)]
+    stopped = Plateau(patience=10, min_delta=0.01)
+    epochs = next(e for e, (acc, loss) in enumerate(creeping, 1)
+                  if not stopped.improved(e, acc, loss) and stopped.stop)
+    assert (epochs, stopped.best_epoch) == (11, 1)
+    never = Plateau(patience=10, min_delta=0.0)
+    assert all(never.improved(e, acc, loss) for e, (acc, loss) in enumerate(creeping, 1)) and not never.stop
+    # higher accuracy always counts, whatever the loss; a loss drop beyond min_delta counts too
+    p = Plateau(patience=3, min_delta=0.01)
+    assert [p.improved(e, a, l) for e, (a, l) in enumerate(
+        [(0.5, 1.0), (0.5, 0.995), (0.75, 2.0), (0.75, 1.985), (0.75, 1.98), (0.5, 0.1), (0.75, 1.977)], 1)] == \
+        [True, False, True, True, False, False, False]
+    assert p.stop and p.best_epoch == 4 and p.best == (0.75, 1.985)
+
+
+def test_training_stops_on_a_plateau(data):
+    """Validation accuracy reaches 1 within ~20 epochs, then only the loss creeps down (1e-4 an epoch by
+    epoch 100). Before min_delta this ran every one of its 300 epochs ("best epoch 300 of 300")."""
+    cfg = dataclasses.replace(CFG, max_epochs=300)
+    _, summary = train_classifier(*data["train"], cfg, progress=False)
+    assert summary["best_val_accuracy"] == 1.0 and summary["stopped_early"]
+    assert len(summary["epochs"]) == summary["best_epoch"] + cfg.patience < 100  # measured: 30 + 15
+    with pytest.raises(ParamsError, match="min_delta"):
+        train_classifier(*data["train"], dataclasses.replace(cfg, min_delta=-1.0), progress=False)
