@@ -46,6 +46,8 @@ def main() -> None:
     if not LABELS.exists():
         raise DataError(f"{LABELS}: missing; run the genre stage first")
     labels = pd.read_parquet(LABELS)
+    if "labelled_by" in labels.columns:  # the uniform g(m) is no genre: it must not count as its argmax
+        labels["genre"] = labels["genre"].where(labels["labelled_by"] != "uniform", None)
     labels = labels[["music_id", "genre", *[c for c in PROBA_COLUMNS if c in labels.columns]]]
     bad_videos, bad_music = failed("video_id"), failed("music_id")
     keep = ~pairs["video_id"].isin(bad_videos) & ~pairs["music_id"].isin(bad_music)

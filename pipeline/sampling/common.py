@@ -86,7 +86,8 @@ def ugc_pairs(pairs: pd.DataFrame, music_genres: pd.DataFrame, where: str = "pai
 
 
 def genre_lookup(music_genres: pd.DataFrame, where: str = "music genres") -> pd.Series:
-    """music_id -> genre name, checked against GENRES."""
+    """music_id -> genre name, checked against GENRES; a null genre marks a music without a label (the genre
+    stage gave it the uniform g(m)): it counts as 1/6 of each genre wherever genres are counted."""
     for col in ("music_id", "genre"):
         if col not in music_genres.columns:
             raise DataError(f"{where}: missing column {col!r}; expected music_id, genre")
@@ -94,7 +95,7 @@ def genre_lookup(music_genres: pd.DataFrame, where: str = "music genres") -> pd.
     if music_genres["music_id"].duplicated().any():
         dup = music_genres.loc[music_genres["music_id"].duplicated(), "music_id"].iloc[0]
         raise DataError(f"{where}: music_id {dup!r} labelled twice")
-    bad = ~music_genres["genre"].isin(GENRES)
+    bad = ~music_genres["genre"].isin(GENRES) & music_genres["genre"].notna()
     if bad.any():
         row = music_genres.index[bad.to_numpy()][0]
         raise DataError(f"{where} row {row}: genre {music_genres.loc[row, 'genre']!r} not in {GENRES}")

@@ -61,7 +61,8 @@ def uploader_genre_dist(videos: pd.DataFrame, pairs: pd.DataFrame, split: pd.Dat
     if choices.empty:
         raise DataError("split: the train set is empty; uploader genre distributions need training videos")
     code = pd.Categorical(choices["genre"], categories=GENRES).codes
-    genre_totals = np.bincount(code, minlength=len(GENRES)).astype(np.float64)
+    weights = genre_weights(code)
+    genre_totals = weights.sum(axis=0)
     prior = genre_totals / genre_totals.sum()
     # A video without an uploader (a release that omits them) counts in the prior, not in any u.
     owned = choices["uploader_id"].notna().to_numpy()
@@ -70,7 +71,7 @@ def uploader_genre_dist(videos: pd.DataFrame, pairs: pd.DataFrame, split: pd.Dat
                                           choices["uploader_id"].to_numpy(dtype=object)[owned]]).astype(str))
     row = np.searchsorted(uploaders, choices["uploader_id"].to_numpy(dtype=object)[owned].astype(str))
     counts = np.zeros((len(uploaders), len(GENRES)))
-    np.add.at(counts, (row, code[owned]), 1.0)
+    np.add.at(counts, row, weights[owned])
     n_train = counts.sum(axis=1)
     shares = np.where(n_train[:, None] > 0, counts / np.maximum(n_train, 1)[:, None], prior[None, :])
     out = pd.DataFrame(shares, columns=GENRE_COLUMNS)
@@ -80,6 +81,15 @@ def uploader_genre_dist(videos: pd.DataFrame, pairs: pd.DataFrame, split: pd.Dat
     if n_cold:
         log.info("%d of %d uploaders have no training video: they get the training prior", n_cold, len(out))
     return out, prior
+
+
+def genre_weights(code: np.ndarray) -> np.ndarray:
+    """[N, len(GENRES)]: one-hot of each genre code; code -1 (a music without a genre label) is uniform."""
+    out = np.full((len(code), len(GENRES)), 1.0 / len(GENRES))
+    known = code >= 0
+    out[known] = 0.0
+    out[np.flatnonzero(known), code[known]] = 1.0
+    return out
 
 
 def dist_matrix(dists: pd.DataFrame) -> np.ndarray:

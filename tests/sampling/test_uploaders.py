@@ -103,3 +103,20 @@ def test_errors_name_the_id(tiny):
         uploader_genre_dist(videos[videos["video_id"] != "v2"], pairs, split, genres)
     with pytest.raises(DataError, match="train set is empty"):
         uploader_genre_dist(videos, pairs, split.assign(split="test"), genres)
+
+
+def test_music_without_a_genre_label_counts_uniformly(world):
+    """A clip the genre stage could not label (uniform g(m)) is not its argmax genre: it adds 1/6 to each."""
+    videos, pairs, genres, _ = world
+    unlabelled = genres.assign(genre=genres["genre"].where(genres["music_id"] != genres["music_id"].iloc[0], None))
+    ugc = pairs[pairs["kind"] == "ugc"]
+    split = pd.DataFrame({"video_id": ugc["video_id"], "split": "train"})
+    dists, prior = uploader_genre_dist(videos, ugc, split, unlabelled)
+    base, base_prior = uploader_genre_dist(videos, ugc, split, genres)
+    n = (ugc["music_id"] == genres["music_id"].iloc[0]).sum()
+    g = GENRES.index(genres["genre"].iloc[0])
+    expected = base_prior * len(ugc)
+    expected[g] -= n
+    expected += n / len(GENRES)
+    np.testing.assert_allclose(prior, expected / len(ugc))
+    np.testing.assert_allclose(dists[list(GENRES)].sum(axis=1), 1.0)
