@@ -3,7 +3,7 @@ PY ?= python3.11
 VENV := .venv
 BIN := $(VENV)/bin
 
-.PHONY: setup repro test test-all e2e
+.PHONY: setup repro repro-all test test-all e2e
 
 setup:
 	$(PY) -m venv $(VENV)
@@ -16,6 +16,11 @@ setup:
 # The stages run `python -m stages.<name>`: the venv goes first on PATH so that `python` is its interpreter.
 repro:
 	PATH="$(CURDIR)/$(BIN):$$PATH" $(BIN)/dvc repro
+
+# Every baseline of every table (params.yaml's baselines.variants is the cheap default subset): a DVC
+# experiment with baselines.variants set to every registered variant, applied to the workspace.
+repro-all:
+	PATH="$(CURDIR)/$(BIN):$$PATH" $(BIN)/dvc exp run -S "baselines.variants=$$($(BIN)/python -m pipeline.models.baselines --names)"
 
 # Fast tests in parallel, then one end-to-end `dvc repro` on a tiny params file (tests/e2e) and local-vs-Ray.
 test:

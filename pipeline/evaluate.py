@@ -21,6 +21,7 @@ from pipeline.metrics import DEFAULT_KS, ScoreMatrix, full_ranks, ranking_metric
 from pipeline.data.features import Features
 from pipeline.inference import eval_mode, pool_embedding, video_embedding
 from pipeline.sampling.dataset import Dataset
+from pipeline.training.data import uploader_distributions
 
 log = logging.getLogger(__name__)
 
@@ -113,7 +114,8 @@ def _score_set(model, features: Features, dataset: Dataset, key: str, music_z, t
     """Per-video results of one eval set: weight, ranks under both protocols (full: within the UGC pool),
     and with truth the per-video truth metrics."""
     es = dataset.eval_sets[key]
-    video_z = video_embedding(model, features, list(es.video_id), f"test set {key}")
+    uploader = uploader_distributions(dataset, key.rsplit("/", 1)[0], es.video_id)  # calibration reads it
+    video_z = video_embedding(model, features, list(es.video_id), f"test set {key}", uploader)
     scores = ScoreMatrix(video_emb=video_z, music_emb=music_z)
     candidates = np.concatenate([es.positive[:, None], es.negatives], axis=1)
     pool = dataset.pool_mask()

@@ -1,8 +1,14 @@
 """The training runs of the pipeline: which model, trained on which data under which seed, saved where.
 
 Layout (the stages' outputs):
-  models/teacher/s<seed>.pt              CMVAE on the PGC pairs, one per seed
-  models/<variant>/<scheme>_s<seed>.pt   a UGC model per split scheme and seed (student, baselines)
+  models/teacher/s<seed>.pt                      CMVAE on the PGC pairs, one per seed
+  models/student/<scheme>_s<seed>.pt             the DebCM student per split scheme and seed
+  models/baselines/<variant>/<scheme>_s<seed>.pt every other variant (pipeline/models/baselines/)
+  metrics/variants/<variant>.json                what `evaluate` measured of each
+
+How a variant trains follows its kind (neural: training.loop.fit; closed_form: one fit on the training rows;
+post_hoc: its base variant trained as that variant is, then wrapped) and its data setting (a `union` variant
+trains on the scheme's UGC plus the PGC training pairs).
 
 Each scheme gets its own models: a model trained on the weak split has seen the strong split's test
 videos, so it is evaluated only on the test sets of its own scheme. Every seed re-draws initialisation and
@@ -14,24 +20,26 @@ from __future__ import annotations
 import json
 import logging
 import shutil
-from dataclasses import dataclass, field, replace
+from dataclasses import asdict, dataclass, field, replace
 from pathlib import Path
 from typing import Sequence
 
 import torch
 
 from pipeline.errors import DataError, ParamsError
+from pipeline.inference import embed, eval_mode
 from pipeline.io import file_md5
 from pipeline.data.features import Features
-from pipeline.models.baselines import variant
+from pipeline.metrics import recall_at_k, sampled_ranks
+from pipeline.models.baselines import BaselineParams, Variant, variant
 from pipeline.models.cmvae import CMVAE, CMVAEConfig
 from pipeline.models.debcm import DebCMConfig
-from pipeline.models.registry import load_model
+from pipeline.models.registry import load_model, model_spec
 from pipeline.sampling.dataset import Dataset
-from pipeline.training.checkpoint import data_fingerprint
+from pipeline.training.checkpoint import cpu_state, data_fingerprint, save_torch
 from pipeline.training.config import TrainConfig
-from pipeline.training.data import build_train_data
-from pipeline.training.loop import fit
+from pipeline.training.data import TrainData, build_train_data, build_union_data, uploader_distributions
+from pipeline.training.loop import fit, validation_recall
 
 log = logging.getLogger(__name__)
 
@@ -79,6 +87,20 @@ def teacher_path(root: str | Path, seed: int) -> Path:
 def variant_dir(name: str, root: str | Path = "models") -> Path:
     """Where a variant's models live: models/student, models/baselines/<name> for the baselines."""
     return Path(root) / name if name == "student" else Path(root) / "baselines" / name
+
+
+def evaluated_variants(params: BaselineParams) -> list[str]:
+    """What `evaluate` scores and `report` reads: the student and the `baselines.variants` matrix."""
+    return ["student", *params.variants]
+
+
+def metrics_dir(root: str | Path = "metrics") -> Path:
+    """The folder of per-variant metric files `evaluate` writes (one folder: the variant list is a param)."""
+    return Path(root) / "variants"
+
+
+def metrics_path(name: str, root: str | Path = "metrics") -> Path:
+    return metrics_dir(root) / f"{name}.json"
 
 
 def model_path(root: str | Path, scheme: str, seed: int) -> Path:
@@ -140,34 +162,111 @@ def train_teachers(features: Features, dataset: Dataset, cfg: CMVAEConfig, runs:
     return summaries
 
 
+def _unavailable(v: Variant, dataset: Dataset, teacher_dir: Path | None) -> str | None:
+    """Why this variant cannot be trained on this dataset (None: it can)."""
+    if v.uses_teacher and teacher_dir is not None and skipped(Path(teacher_dir) / "summary.json"):
+        return f"{v.name} needs the PGC teacher: {skipped(Path(teacher_dir) / 'summary.json')}"
+    pgc = dataset.pgc_pairs()
+    if v.union and not (pgc["split"] == "train").any():
+        return f"{v.name} trains on UGC + PGC pairs: the dataset has no PGC training pairs"
+    return None
+
+
+def _train_data(v: Variant, features: Features, dataset: Dataset, scheme: str) -> TrainData:
+    return build_union_data(features, dataset, scheme) if v.union else build_train_data(features, dataset, scheme)
+
+
+def _dims(data: TrainData) -> tuple[int, int, int | None]:
+    return data.visual.shape[1], data.music.shape[1], None if data.text is None else data.text.shape[1]
+
+
+def _save(model, score: float, loop: TrainConfig, data: TrainData, path: Path) -> None:
+    """A fitted (not gradient-trained) model in the file format of training.loop.fit."""
+    config = {**asdict(loop), "data": data_fingerprint(data)}
+    save_torch({"model": model_spec(model), "state_dict": cpu_state(model), "best_epoch": None,
+                f"val_recall@{loop.val_k}": score, "config": config}, path)
+
+
+def _fitted_summary(score: float, info: dict) -> dict:
+    return {"best_epoch": None, "best_score": score, "epochs_run": 0, "stopped_early": False, "batch_size": None,
+            "fit": info}
+
+
+@torch.no_grad()
+def _calibrated_recall(model, data: TrainData, dataset: Dataset, scheme: str, k: int) -> float:
+    """Validation Recall@k (training.loop.validation_recall) of a model whose video side reads the uploader."""
+    uploader = uploader_distributions(dataset, scheme, dataset.eval_sets[f"{scheme}/val"].video_id)
+    with eval_mode(model):
+        videos = {**data.video_batch(data.val_video), "uploader_dist": torch.from_numpy(uploader)}
+        ranks = sampled_ranks((embed(model.video_embedding, videos), embed(model.music_embedding, data.music_batch())),
+                              data.val_candidates.cpu().numpy())
+    return recall_at_k(ranks, k, data.val_weight)
+
+
+def _post_hoc(v: Variant, features: Features, dataset: Dataset, student: DebCMConfig, runs: RunsConfig,
+              out_dir: Path, work_dir: Path, teacher_dir: Path | None, live_dir: Path | None,
+              params: BaselineParams) -> dict[str, dict]:
+    """Train the base variant as it trains itself (same seeds: the same models), then fit the re-ranking."""
+    base_dir = work_dir / "base"
+    base = train_variant(v.base, features, dataset, student, runs, base_dir, work_dir / "base_runs", teacher_dir,
+                         live_dir, params)
+    if "skipped" in base:
+        return {"skipped": f"{v.name} re-ranks {v.base}: {base['skipped']}"}
+    base_spec, pool = variant(v.base, student, params), torch.tensor(dataset.pool_mask(), dtype=torch.bool)
+    summaries = {}
+    for scheme in runs.schemes_of(dataset):
+        for seed in runs.seeds:
+            run = run_name(scheme, seed)
+            data = _train_data(base_spec, features, dataset, scheme)
+            model = v.build(load_model(model_path(base_dir, scheme, seed)), int(pool.sum()))
+            info = {"base": {k: base[run][k] for k in SUMMARY_KEYS}, **model.fit(data, pool)}
+            score = _calibrated_recall(model, data, dataset, scheme, runs.loop.val_k)
+            _save(model, score, _loop(runs, seed), data, model_path(out_dir, scheme, seed))
+            summaries[run] = _fitted_summary(score, info)
+            log.info("%s %s: validation recall@%d %.4f (base %.4f)", v.name, run, runs.loop.val_k, score,
+                     base[run]["best_score"])
+    shutil.rmtree(work_dir, ignore_errors=True)
+    return summaries
+
+
 def train_variant(name: str, features: Features, dataset: Dataset, student: DebCMConfig, runs: RunsConfig,
                   out_dir: Path, work_dir: Path, teacher_dir: Path | None = None,
-                  live_dir: Path | None = None) -> dict[str, dict]:
-    """The named variant (student or a baseline) on every scheme x seed -> out_dir/<scheme>_s<seed>.pt."""
-    v = variant(name, student)
-    if v.uses_teacher and teacher_dir is not None and skipped(Path(teacher_dir) / "summary.json"):
-        reason = f"{name} needs the PGC teacher: {skipped(Path(teacher_dir) / 'summary.json')}"
+                  live_dir: Path | None = None, params: BaselineParams | None = None) -> dict[str, dict]:
+    """The named variant (student or a baseline) on every scheme x seed -> out_dir/<scheme>_s<seed>.pt; returns
+    each run's summary, or {"skipped": reason} when the dataset cannot give it (no PGC for a PGC variant)."""
+    params = params or BaselineParams()
+    v = variant(name, student, params)
+    reason = _unavailable(v, dataset, teacher_dir)
+    if reason:
         log.warning("%s skipped: %s", name, reason)
         return {"skipped": reason}
+    if v.kind == "post_hoc":
+        return _post_hoc(v, features, dataset, student, runs, Path(out_dir), Path(work_dir), teacher_dir, live_dir,
+                         params)
     summaries = {}
     for scheme in runs.schemes_of(dataset):
         for seed in runs.seeds:
             loop = _loop(runs, seed)
-            data = build_train_data(features, dataset, scheme, kind="ugc")
+            data = _train_data(v, features, dataset, scheme)
             torch.manual_seed(seed)  # the initial weights depend on the seed alone, not on earlier runs
-            model = v.build(data.visual.shape[1], data.music.shape[1],
-                            None if data.text is None else data.text.shape[1])
+            model = v.build(*_dims(data))
+            run = run_name(scheme, seed)
+            log.info("%s %s", name, run)
+            if v.kind == "closed_form":
+                info = model.fit(data, lambda m: validation_recall(m, data, loop.val_k), seed)
+                score = validation_recall(model, data, loop.val_k)
+                _save(model, score, loop, data, model_path(out_dir, scheme, seed))
+                summaries[run] = _fitted_summary(score, info)
+                continue
             teacher, extra = None, ""
             if v.uses_teacher:
                 if teacher_dir is None:
-                    raise ParamsError(f"{name}: needs the PGC teacher (kl_weight > 0) but no teacher folder given")
+                    raise ParamsError(f"{name}: needs the PGC teacher but no teacher folder was given")
                 path = teacher_path(teacher_dir, seed)
                 if not path.exists():
                     raise DataError(f"{path}: no teacher for seed {seed}; run train_teacher with the same "
                                     "train.seeds")
                 teacher, extra = load_model(path), file_md5(path)
-            run = run_name(scheme, seed)
-            log.info("%s %s", name, run)
             s = _fit_one(model, data, loop, model_path(out_dir, scheme, seed), work_dir / run,
                          None if live_dir is None else live_dir / run, teacher=teacher, extra=extra)
             summaries[run] = {k: s[k] for k in SUMMARY_KEYS}

@@ -50,21 +50,27 @@ def pool_embedding(model, features: Features, music_ids: Sequence[str], music_ge
                                                                         device=device)})
 
 
-def video_embedding(model, features: Features, video_ids: Sequence[str], what: str) -> torch.Tensor:
-    """Inference embedding of these videos (PoE of visual and, where present, text) on the model's device."""
+def video_embedding(model, features: Features, video_ids: Sequence[str], what: str,
+                    uploader_dist: np.ndarray | None = None) -> torch.Tensor:
+    """Inference embedding of these videos (PoE of visual and, where present, text) on the model's device.
+    `uploader_dist` [N, G]: each video's uploader genre distribution, for models that read it at inference
+    (the calibration baseline); the others ignore the key."""
     device = _device(model)
     rows = features.video_rows(list(video_ids), what)
-    return embed(model.video_embedding, {k: v.to(device) for k, v in features.video_batch(rows).items()})
+    batch = features.video_batch(rows)
+    if uploader_dist is not None:
+        batch["uploader_dist"] = torch.as_tensor(np.asarray(uploader_dist), dtype=torch.float32)
+    return embed(model.video_embedding, {k: v.to(device) for k, v in batch.items()})
 
 
 @torch.no_grad()
 def top_music(model, features: Features, video_ids: Sequence[str], music_ids: Sequence[str],
-              music_genre: np.ndarray, k: int) -> np.ndarray:
+              music_genre: np.ndarray, k: int, uploader_dist: np.ndarray | None = None) -> np.ndarray:
     """[N, k] indices into `music_ids` of each video's k best-scored music, best first (ties: lower index)."""
     if not 0 < k <= len(music_ids):
         raise DataError(f"top_music: k={k}, expected 1..{len(music_ids)} (the pool size)")
     with eval_mode(model):
-        scores = model.score(video_embedding(model, features, video_ids, "top_music videos"),
+        scores = model.score(video_embedding(model, features, video_ids, "top_music videos", uploader_dist),
                              pool_embedding(model, features, music_ids, music_genre))
         order = torch.sort(scores, dim=1, descending=True, stable=True).indices[:, :k]
     return order.cpu().numpy().astype(np.int64)

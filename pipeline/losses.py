@@ -26,14 +26,16 @@ def same_item_mask(item_idx: torch.Tensor | None, n: int, device=None) -> torch.
 
 
 def hardest_k_margin_loss(scores: torch.Tensor, exclude: torch.Tensor | None = None,
-                          margin: float = 0.05, k: int = 40) -> torch.Tensor:
+                          margin: float = 0.05, k: int = 40, weights: torch.Tensor | None = None) -> torch.Tensor:
     """Hinge ranking loss of each anchor (row) against its k hardest in-batch negatives.
 
     `scores[i, j]` scores anchor i against candidate j; the positive of anchor i is `scores[i, i]`.
     `exclude[i, j]` True removes candidate j from anchor i's negatives (the diagonal is always excluded).
     Loss_i = sum over the k negatives j with the HIGHEST score s_ij of max(0, margin - s_ii + s_ij)
     (CMVAE ranking loss; the public code took the k with the largest s_ii - s_ij, i.e. the easiest).
-    Anchors with fewer than k valid negatives use all they have. Returns the mean over anchors.
+    Anchors with fewer than k valid negatives use all they have. Returns the mean over anchors, or with
+    `weights` [n] (one per anchor, e.g. inverse propensities) the weighted mean sum_i w_i Loss_i / sum_i w_i;
+    None keeps the plain mean (CMVAE's loss, bit for bit).
     """
     n = scores.shape[0]
     if scores.ndim != 2 or scores.shape[1] != n:
@@ -53,21 +55,27 @@ def hardest_k_margin_loss(scores: torch.Tensor, exclude: torch.Tensor | None = N
     positive = scores.diagonal().unsqueeze(1)
     hinge = torch.clamp(margin - positive + hardest, min=0.0)
     hinge = torch.where(torch.isfinite(hardest), hinge, torch.zeros_like(hinge))
-    return hinge.sum(dim=1).mean()
+    if weights is None:
+        return hinge.sum(dim=1).mean()
+    if weights.shape != (n,):
+        raise DataError(f"hardest_k_margin_loss: weights shape {tuple(weights.shape)}, expected ({n},)")
+    return (hinge.sum(dim=1) * weights).sum() / weights.sum()
 
 
 def bidirectional_ranking_loss(scores: torch.Tensor, music_idx: torch.Tensor | None = None,
-                               margin: float = 0.05, k: int = 40) -> tuple[torch.Tensor, torch.Tensor]:
+                               margin: float = 0.05, k: int = 40,
+                               weights: torch.Tensor | None = None) -> tuple[torch.Tensor, torch.Tensor]:
     """(video->music, music->video) hardest-k hinge losses on an in-batch score matrix.
 
     `scores[i, j]` scores video i against the music of row j; row i's own music is the positive.
     video->music ranks each video's music against other rows' music; music->video ranks each music's
     video against other rows' videos (the transpose). Pairs sharing a music (`music_idx`) are never negatives.
-    The caller weights the second by alpha (CMVAE: L_rank = L_v2m + alpha * L_m2v).
+    The caller weights the second by alpha (CMVAE: L_rank = L_v2m + alpha * L_m2v). `weights` [n]: one per
+    pair (row i = video i with its music i), the anchor weight of both halves (IPS baselines).
     """
     same = same_item_mask(music_idx, scores.shape[0], scores.device)
-    v2m = hardest_k_margin_loss(scores, same, margin, k)
-    m2v = hardest_k_margin_loss(scores.t(), same.t(), margin, k)
+    v2m = hardest_k_margin_loss(scores, same, margin, k, weights)
+    m2v = hardest_k_margin_loss(scores.t(), same.t(), margin, k, weights)
     return v2m, m2v
 
 

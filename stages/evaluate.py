@@ -1,7 +1,8 @@
 """Stage `evaluate`: every variant (student, baselines) on every test set of its own scheme, every K, sampled
 and full ranking, and on the simulated world the truth metrics; mean and std over the training seeds.
 
-Writes metrics/<variant>.json ({"mean": {...}, "std": {...}}, flat keys `<set>/<protocol>/<metric>@K`; a
+The variants: the student and `baselines.variants` (the `baselines` matrix). Writes
+metrics/variants/<variant>.json ({"mean": {...}, "std": {...}}, flat keys `<set>/<protocol>/<metric>@K`; a
 variant its training stage skipped gets {"skipped": reason}), plots/<metric>/<set>_<protocol>.csv (K vs the
 seed-mean metric, one column per variant), reports/seeds.json (every seed's metrics) and
 data/eval/per_video.parquet (every test video's ranks and truth metrics per variant and seed: what the
@@ -17,9 +18,10 @@ from pipeline.config import from_group
 from pipeline.data.features import load_features
 from pipeline.errors import ParamsError
 from pipeline.evaluate import evaluate_runs, load_truth, write_plots
-from pipeline.experiment import RunsConfig, load_runs, skipped, variant_dir
-from pipeline.io import write_json, write_parquet
-from pipeline.models.baselines import VARIANTS
+from pipeline.experiment import (RunsConfig, evaluated_variants, load_runs, metrics_dir, metrics_path, skipped,
+                                 variant_dir)
+from pipeline.io import atomic_dir, write_json, write_parquet
+from pipeline.models.baselines import BaselineParams
 from pipeline.report import aggregate
 from pipeline.sampling.dataset import load_dataset
 from stages.common import group, run, setup, torch_threads
@@ -44,6 +46,7 @@ class EvaluateParams:
 def main() -> None:
     p = from_group(EvaluateParams, setup("evaluate"), "evaluate")
     runs = from_group(RunsConfig, group("train"), "train")
+    variants = evaluated_variants(from_group(BaselineParams, group("baselines"), "baselines"))
     torch_threads(runs.loop.threads)
     features, dataset = load_features("data/features"), load_dataset("data/dataset")
     truth = load_truth(TRUTH, dataset.video_ids, dataset.music_ids) if TRUTH.exists() else None
@@ -51,18 +54,19 @@ def main() -> None:
         log.info("%s: absent (not a simulated world); truth metrics skipped", TRUTH)
     schemes = runs.schemes_of(dataset)
     summary, seeds, tables = {}, {}, []
-    for name in VARIANTS:
+    for name in variants:
         reason = skipped(variant_dir(name) / "summary.json")
         if reason:
             summary[name] = {"skipped": reason}
-            write_json(summary[name], Path("metrics") / f"{name}.json")
             continue
         per_seed, table = evaluate_runs(load_runs(variant_dir(name), schemes, runs.seeds), features, dataset, truth,
                                         p.ks)
         seeds[name] = {str(s): m for s, m in sorted(per_seed.items())}
         summary[name] = aggregate(per_seed)
         tables.append(table.assign(variant=name))
-        write_json(summary[name], Path("metrics") / f"{name}.json")
+    with atomic_dir(metrics_dir()) as tmp:  # the whole folder: a variant dropped from the list leaves no file
+        for name, metrics in summary.items():
+            write_json(metrics, tmp / metrics_path(name).name)
     write_plots({name: s["mean"] for name, s in summary.items() if "mean" in s}, "plots")
     write_json(seeds, Path("reports/seeds.json"))
     per_video = pd.concat(tables, ignore_index=True)

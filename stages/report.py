@@ -21,9 +21,10 @@ from pipeline.data.schema import GENRES
 from pipeline.errors import DataError, ParamsError
 from pipeline.evaluate import load_truth
 from pipeline.inference import top_music
-from pipeline.experiment import RunsConfig, load_runs, variant_dir
+from pipeline.experiment import RunsConfig, evaluated_variants, load_runs, metrics_path, variant_dir
 from pipeline.io import atomic_path
-from pipeline.models.baselines import VARIANTS
+from pipeline.models.baselines import VARIANTS, BaselineParams
+from pipeline.training.data import uploader_distributions
 from pipeline.report import (claim_table, genre_shares, intervention_table, plot_genre_shares, plot_sweeps,
                              set_tables, true_top)
 from pipeline.sampling.dataset import Dataset, load_dataset
@@ -97,8 +98,8 @@ def genre_and_cases(p: ReportParams, runs: RunsConfig, dataset: Dataset, trained
     genre = dataset.genre_matrix()
     for name in trained:
         models = load_runs(variant_dir(name), [scheme], runs.seeds)
-        per_seed = {seed: top_music(models[(scheme, seed)], features, videos, dataset.music_ids, genre, listed)
-                    for seed in runs.seeds}
+        per_seed = {seed: top_music(models[(scheme, seed)], features, videos, dataset.music_ids, genre, listed,
+                                    uploader_distributions(dataset, scheme, videos)) for seed in runs.seeds}
         tops[name] = per_seed[runs.seeds[0]]
         shares[name] = np.mean([genre_shares(t[:, :k], codes, len(GENRES)) for t in per_seed.values()], axis=0)
     table = pd.DataFrame([{"source": s, **dict(zip(GENRES, map(float, v)))} for s, v in shares.items()])
@@ -145,7 +146,8 @@ def main() -> None:
     p = from_group(ReportParams, setup("report"), "report")
     runs = from_group(RunsConfig, group("train"), "train")
     dataset = load_dataset("data/dataset")
-    loaded = {name: json.loads((Path("metrics") / f"{name}.json").read_text()) for name in VARIANTS}
+    variants = evaluated_variants(from_group(BaselineParams, group("baselines"), "baselines"))
+    loaded = {name: json.loads(metrics_path(name).read_text()) for name in variants}
     summary = {name: m for name, m in loaded.items() if "mean" in m}
     schemes = runs.schemes_of(dataset)
     OUT.mkdir(exist_ok=True)

@@ -52,6 +52,8 @@ def test_dvc_repro_runs_then_is_up_to_date(repo):
                  "models/baselines/cmvae/weak_s1.pt", "models/baselines/decrs/strong_s0.pt",
                  "models/baselines/no_teacher/weak_s0.pt",
                  "models/baselines/interaction/weak_s0.pt", "models/baselines/interaction_content/strong_s1.pt",
+                 "models/baselines/random/weak_s0.pt", "models/baselines/popularity/strong_s1.pt",
+                 "models/baselines/ridge/weak_s1.pt", "models/baselines/cca/strong_s0.pt",
                  "plots/recall/weak_full.csv", "plots/ndcg/truth.csv",
                  "reports/claim.md", "reports/tables.md", "reports/genre_share.csv", "reports/genre_share.png",
                  "reports/case_study.md", "reports/seeds.json", "reports/kl_sweep.csv", "reports/intervention.csv",
@@ -62,11 +64,11 @@ def test_dvc_repro_runs_then_is_up_to_date(repo):
     assert "| rank | student |" in (repo / "reports/case_study.md").read_text()
     sweep = pd.read_csv(repo / "reports/kl_sweep.csv")
     assert sweep["kl_weight"].tolist() == [0.0, 40.0] and sweep["val_recall"].between(0, 1).all()
-    metrics = json.loads((repo / "metrics/student.json").read_text())
+    metrics = json.loads((repo / "metrics/variants/student.json").read_text())
     assert {"weak/full/recall@2", "strong/sampled/ndcg@1", "truth/ndcg@2"} <= set(metrics["mean"])
     assert set(metrics["mean"]) == set(metrics["std"])
     shown = _run(["dvc", "metrics", "show"], repo)
-    assert all(f"metrics/{n}.json" in shown for n in ("cmvae", "decrs", "interaction", "interaction_content"))
+    assert all(f"metrics/variants/{n}.json" in shown for n in ("cmvae", "decrs", "interaction", "ridge", "cca"))
     _recommend_ranks_the_pool_and_refuses_bad_videos(repo)
     out = _run(["dvc", "repro"], repo)
     assert "up to date" in out and "Running stage" not in out
@@ -109,7 +111,7 @@ def test_dvc_exp_run_kl_weight_then_metrics_diff(repo):
     assert "Running stage 'train_student'" in out and "Running stage 'evaluate'" in out
     assert "Running stage 'world'" not in out and "Running stage 'train_teacher'" not in out
     diff = _run(["dvc", "exp", "diff"], repo) + _run(["dvc", "params", "diff"], repo)
-    assert "student.kl_weight" in diff and "metrics/student.json" in diff
+    assert "student.kl_weight" in diff and "metrics/variants/student.json" in diff
     # the evaluate plots and the student's dvclive curves, at HEAD and in the workspace (both in DVC's cache)
     env = dict(os.environ, PATH=f"{BIN}{os.pathsep}{os.environ['PATH']}")
     r = subprocess.run(["dvc", "plots", "diff", "HEAD", "--json"], cwd=repo, env=env, capture_output=True, text=True)

@@ -1,4 +1,4 @@
-"""Training runs (pipeline/experiment.py), the variants (pipeline/models/baselines.py) and the per-scheme
+"""Training runs (pipeline/experiment.py), the variants (pipeline/models/baselines/) and the per-scheme
 evaluation (pipeline/evaluate.evaluate_runs) on the synthetic world of test_train."""
 from __future__ import annotations
 
@@ -10,15 +10,18 @@ import torch
 
 from pipeline.errors import DataError, ParamsError
 from pipeline.evaluate import evaluate_runs, sets_of_scheme
-from pipeline.experiment import RunsConfig, load_runs, model_path, teacher_path, train_teachers, train_variant
+from pipeline.experiment import (RunsConfig, evaluated_variants, load_runs, metrics_path, model_path, teacher_path,
+                                 train_teachers, train_variant)
 from pipeline.io import file_md5
-from pipeline.models.baselines import VARIANTS, cmvae_part, variant
+from pipeline.models.baselines import BaselineParams, cmvae_part, variant
+from pipeline.models.baselines.calibration import Calibrated
 from pipeline.models.cmvae import CMVAE
 from pipeline.models.debcm import DebCM, DebCMConfig
+from pipeline.models.registry import load_model
 from pipeline.sweep import kl_sweep, sweep_row
 from pipeline.data.features import load_features
 from pipeline.training.checkpoint import data_fingerprint
-from pipeline.training.data import build_train_data
+from pipeline.training.data import build_train_data, build_union_data, union_pairs, uploader_distributions
 from test_train import tiny_train, world  # noqa: F401  (module fixture of the synthetic world)
 
 STUDENT = DebCMConfig(latent_dim=16, hidden_dims=(32,), num_negatives=10, kl_weight=0.5)
@@ -36,11 +39,15 @@ def runs(**kw) -> RunsConfig:
     return RunsConfig(seeds=(0, 1), schemes=("weak",), loop=tiny_train(epochs=2), **kw)
 
 
+ORIGINAL = ("student", "no_teacher", "cmvae", "decrs", "interaction", "interaction_content")
+
+
 def test_variants_change_one_thing_each():
-    built = {name: variant(name, STUDENT) for name in VARIANTS}
+    built = {name: variant(name, STUDENT) for name in ORIGINAL}
     models = {name: v.build(24, 24, 12) for name, v in built.items()}
-    assert built["student"].uses_teacher and not any(built[n].uses_teacher for n in VARIANTS[1:])
-    assert type(models["cmvae"]) is CMVAE and all(isinstance(models[n], DebCM) for n in VARIANTS if n != "cmvae")
+    assert built["student"].uses_teacher and not any(built[n].uses_teacher for n in ORIGINAL[1:])
+    assert type(models["cmvae"]) is CMVAE and all(type(models[n]) is DebCM for n in ORIGINAL if n != "cmvae")
+    assert all(built[n].kind == "neural" and not built[n].union for n in ORIGINAL)
     assert models["no_teacher"].config.kl_weight == 0 and models["no_teacher"].config.confounder_mode == "batch"
     assert models["decrs"].config.confounder_mode == "global" and models["decrs"].config.kl_weight == 0
     for name, inference in (("interaction", "backdoor"), ("interaction_content", "content")):
@@ -50,8 +57,10 @@ def test_variants_change_one_thing_each():
         assert hasattr(models[name], "interaction") and not hasattr(models[name], "project")
     assert models["cmvae"].config.latent_dim == STUDENT.latent_dim  # same backbone as the student
     assert not variant("student", dataclasses.replace(STUDENT, kl_weight=0.0)).uses_teacher
-    with pytest.raises(ParamsError, match="baseline 'popularity'"):
-        variant("popularity", STUDENT)
+    with pytest.raises(ParamsError, match="baseline 'nope'"):
+        variant("nope", STUDENT)
+    assert evaluated_variants(BaselineParams(variants=("ridge", "cmvae"))) == ["student", "ridge", "cmvae"]
+    assert metrics_path("ridge").as_posix() == "metrics/variants/ridge.json"
 
 
 def test_runs_config_is_checked(world):  # noqa: F811
@@ -119,3 +128,94 @@ def test_sweep_row_mean_std_and_per_scheme():
     assert row["val_recall_std"] == pytest.approx(np.std([0.4, 0.5], ddof=1))
     assert row["val_weak"] == pytest.approx(0.3) and row["val_strong"] == pytest.approx(0.6)
     assert sweep_row(0, {"weak_s0": 0.5}, ["weak"])["val_recall_std"] == 0.0
+
+
+def test_union_data_is_exactly_the_ugc_and_pgc_training_pairs(world):  # noqa: F811
+    features_dir, ds, _ = world
+    feats = load_features(features_dir)
+    pairs = union_pairs(ds, "weak")
+    split = ds.split("weak")
+    ugc_train = ds.ugc[ds.ugc["video_id"].isin(split.loc[split["split"] == "train", "video_id"])]
+    pgc = ds.pgc_pairs()
+    assert set(ds.pgc["split"]) >= {"train", "val"}
+    expected = set(zip(ugc_train["video_id"], ugc_train["music_id"])) | \
+        set(zip(*pgc.loc[pgc["split"] == "train", ["video_id", "music_id"]].to_numpy().T))
+    assert set(zip(pairs["video_id"], pairs["music_id"])) == expected and len(pairs) == len(expected)
+    assert not set(pairs["video_id"]) & set(ds.pgc.loc[ds.pgc["split"] != "train", "video_id"])  # no val, excluded
+    ugc, union = build_train_data(feats, ds, "weak"), build_union_data(feats, ds, "weak")
+    n_ugc, n_pgc = len(ugc.video_idx), int((pgc["split"] == "train").sum())
+    assert len(union.video_idx) == n_ugc + n_pgc
+    assert torch.equal(union.video_idx[:n_ugc], ugc.video_idx) and torch.equal(union.val_video, ugc.val_video)
+    tail = pgc[pgc["split"] == "train"]
+    rows = feats.video_rows(tail["video_id"].tolist())
+    assert torch.equal(union.visual[union.video_idx[n_ugc:]], feats.visual[rows])  # each pair's own features
+    assert [ds.music_ids[i] for i in union.music_idx[n_ugc:]] == tail["music_id"].tolist()
+    assert torch.equal(union.uploader_dist[union.uploader_idx[n_ugc:]],
+                       torch.tensor(ds.prior("weak"), dtype=torch.float32).expand(n_pgc, -1))  # no uploader: the prior
+
+
+def test_uploader_distributions_are_what_training_reads(world):  # noqa: F811
+    features_dir, ds, _ = world
+    data = build_train_data(features_dir, ds, "weak")
+    split = ds.split("weak")
+    train_ids = split.loc[split["split"] == "train", "video_id"].tolist()
+    got = uploader_distributions(ds, "weak", train_ids)
+    assert np.array_equal(got, data.uploader_dist[data.uploader_idx].numpy())
+    assert np.allclose(uploader_distributions(ds, "weak", ["not-a-ugc-video"]), ds.prior("weak")[None])
+
+
+def one_run(**kw) -> RunsConfig:
+    return RunsConfig(seeds=(0,), schemes=("weak",), loop=tiny_train(epochs=2), **kw)
+
+
+def test_closed_form_and_union_variants_fit_save_and_evaluate(world, tmp_path):  # noqa: F811
+    features_dir, ds, _ = world
+    feats = load_features(features_dir)
+    params = BaselineParams(ridge_alphas=(10.0, 1000.0))
+    summary = train_variant("ridge", feats, ds, STUDENT, one_run(), tmp_path / "ridge", tmp_path / "w", params=params)
+    assert summary["weak_s0"]["epochs_run"] == 0 and summary["weak_s0"]["fit"]["alpha"] in (10.0, 1000.0)
+    model = load_model(model_path(tmp_path / "ridge", "weak", 0))
+    data = build_train_data(feats, ds, "weak")
+    from pipeline.training.loop import validation_recall
+    assert validation_recall(model, data, 25) == pytest.approx(summary["weak_s0"]["best_score"])
+    per_seed, _ = evaluate_runs(load_runs(tmp_path / "ridge", ["weak"], [0]), feats, ds, ks=(10, 25))
+    assert 0 <= per_seed[0]["weak/full/recall@25"] <= 1
+    pop = train_variant("popularity_pgc", feats, ds, STUDENT, one_run(), tmp_path / "pop", tmp_path / "w")
+    pgc_train = int((ds.pgc_pairs()["split"] == "train").sum())
+    assert pop["weak_s0"]["fit"]["pairs"] == len(data.video_idx) + pgc_train  # counted over UGC + PGC pairs
+    no_pgc = dataclasses.replace(ds, pgc=ds.pgc.iloc[:0])
+    skipped = train_variant("cmvae_pgc", feats, no_pgc, STUDENT, one_run(), tmp_path / "x", tmp_path / "w")
+    assert "no PGC training pairs" in skipped["skipped"] and not (tmp_path / "x").exists()
+
+
+def test_calibration_trains_its_base_as_the_base_variant_and_is_the_base_at_weight_zero(world, tmp_path):  # noqa: F811
+    features_dir, ds, _ = world
+    feats = load_features(features_dir)
+    base = train_variant("cmvae", feats, ds, STUDENT, one_run(), tmp_path / "cmvae", tmp_path / "w1")
+    summary = train_variant("calibration", feats, ds, STUDENT, one_run(), tmp_path / "cal", tmp_path / "w2",
+                            params=BaselineParams(calibration_weight=0.8))
+    assert summary["weak_s0"]["fit"]["base"] == base["weak_s0"] and summary["weak_s0"]["fit"]["temperature"] > 0
+    assert not (tmp_path / "w2").exists()  # the base's folder is temporary
+    model, plain = load_model(model_path(tmp_path / "cal", "weak", 0)), load_model(model_path(tmp_path / "cmvae", "weak", 0))
+    assert isinstance(model, Calibrated) and model.config.weight == 0.8
+    assert all(torch.equal(a, b) for a, b in zip(model.base.state_dict().values(), plain.state_dict().values()))
+    ranks = {name: evaluate_runs({("weak", 0): m}, feats, ds, ks=(10, 25))[1]["rank_full"]
+             for name, m in (("calibrated", model), ("plain", plain))}
+    assert (ranks["calibrated"] != ranks["plain"]).any()  # evaluation passes each test video's uploader
+    model.config.weight = 0.0
+    assert (evaluate_runs({("weak", 0): model}, feats, ds, ks=(10, 25))[1]["rank_full"] == ranks["plain"]).all()
+
+
+def test_distilled_variant_loads_the_teacher_and_skips_without_one(world, tmp_path):  # noqa: F811
+    features_dir, ds, _ = world
+    feats = load_features(features_dir)
+    train_teachers(feats, ds, cmvae_part(STUDENT), one_run(), tmp_path / "teacher", tmp_path / "w")
+    summary = train_variant("ips_pgc", feats, ds, STUDENT, one_run(), tmp_path / "ips", tmp_path / "w",
+                            teacher_dir=tmp_path / "teacher")
+    assert summary["weak_s0"]["epochs_run"] == 2
+    assert load_model(model_path(tmp_path / "ips", "weak", 0)).config.distill_weight == 1.0
+    (tmp_path / "none").mkdir()
+    (tmp_path / "none" / "summary.json").write_text('{"skipped": "the source has no PGC pairs"}')
+    skipped = train_variant("ips_pgc", feats, ds, STUDENT, one_run(), tmp_path / "y", tmp_path / "w",
+                            teacher_dir=tmp_path / "none")
+    assert skipped == {"skipped": "ips_pgc needs the PGC teacher: the source has no PGC pairs"}

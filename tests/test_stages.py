@@ -219,18 +219,33 @@ def test_stage_tracks_every_student_key_but_kl_weight(name):
     assert "student" not in stage["params"]  # the whole group would re-run the sweep on every kl_weight change
 
 
-def test_dvc_yaml_trains_evaluates_and_reports_every_variant():
-    """pipeline.models.baselines.VARIANTS is what evaluate and report loop over: a variant missing from the
-    matrix, or from their deps and metrics, would be read stale or fail only in the slow end-to-end run."""
-    from pipeline.models.baselines import BASELINES, VARIANTS
+def test_baselines_stage_tracks_every_baselines_key_but_the_variant_list():
+    """A knob of the baselines must re-run the matrix; the list itself only adds or drops items."""
+    params = yaml.safe_load((ROOT / "params.yaml").read_text())
+    stage = yaml.safe_load((ROOT / "dvc.yaml").read_text())["stages"]["baselines"]
+    tracked = {p.split(".", 1)[1] for p in stage["params"] if isinstance(p, str) and p.startswith("baselines.")}
+    assert tracked == set(params["baselines"]) - {"variants"} and "baselines" not in stage["params"]
+    assert "models/teacher" in stage["deps"]  # the distilled variants read it
 
+
+@pytest.mark.parametrize("params_file", ["params.yaml", "tests/e2e/params.yaml"])
+def test_dvc_yaml_trains_evaluates_and_reports_the_variants_of_the_params(params_file):
+    """The matrix, evaluate and report all read baselines.variants: evaluate and report depend on the matrix's
+    parent folder and on the list, and evaluate's per-variant metrics are one folder."""
+    from pipeline.config import from_group
+    from pipeline.models.baselines import DEFAULT_VARIANTS, BaselineParams
+
+    listed = from_group(BaselineParams, yaml.safe_load((ROOT / params_file).read_text())["baselines"], "baselines")
+    assert listed.variants == DEFAULT_VARIANTS  # the documented default subset
     stages = yaml.safe_load((ROOT / "dvc.yaml").read_text())["stages"]
-    assert stages["baselines"]["matrix"]["variant"] == list(BASELINES)
-    models = {f"models/baselines/{name}" for name in BASELINES} | {"models/student"}
-    metrics = {f"metrics/{name}.json" for name in VARIANTS}
-    assert models <= set(stages["evaluate"]["deps"]) and models <= set(stages["report"]["deps"])
-    assert {next(iter(m)) for m in stages["evaluate"]["metrics"]} == metrics
-    assert metrics <= set(stages["report"]["deps"])
+    assert stages["baselines"]["matrix"]["variant"] == "${baselines.variants}"
+    for name in ("evaluate", "report"):
+        assert {"models/student", "models/baselines"} <= set(stages[name]["deps"]), name
+        assert "baselines.variants" in stages[name]["params"], name
+        assert not any(d.startswith("models/baselines/") or d.startswith("metrics/") and d != "metrics/variants"
+                       for d in stages[name]["deps"]), name
+    assert [next(iter(m)) for m in stages["evaluate"]["metrics"]] == ["metrics/variants"]
+    assert "metrics/variants" in stages["report"]["deps"]
 
 
 def test_sweep_params_are_checked():

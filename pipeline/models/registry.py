@@ -15,6 +15,13 @@ from pipeline.errors import DataError
 CLASSES = {
     "CMVAE": "pipeline.models.cmvae:CMVAE",
     "DebCM": "pipeline.models.debcm:DebCM",
+    "DebiasedCMVAE": "pipeline.models.baselines.debias:DebiasedCMVAE",
+    "DebiasedDebCM": "pipeline.models.baselines.debias:DebiasedDebCM",
+    "Calibrated": "pipeline.models.baselines.calibration:Calibrated",
+    "RandomScores": "pipeline.models.baselines.random_scores:RandomScores",
+    "Popularity": "pipeline.models.baselines.popularity:Popularity",
+    "RidgeMap": "pipeline.models.baselines.ridge:RidgeMap",
+    "CCAMap": "pipeline.models.baselines.cca:CCAMap",
 }
 
 

@@ -1,5 +1,6 @@
-"""The tensors of one training run: a scheme's UGC triples (student, baselines) or the PGC pairs (teacher),
-their validation set, and each uploader's genre distribution, all indexed for batch gathering."""
+"""The tensors of one training run: a scheme's UGC triples (student, baselines), the PGC pairs (teacher) or
+both (the UGC + PGC baselines), their validation set, and each uploader's genre distribution, all indexed for
+batch gathering."""
 from __future__ import annotations
 
 import dataclasses
@@ -7,6 +8,7 @@ import logging
 from dataclasses import dataclass, field
 
 import numpy as np
+import pandas as pd
 import torch
 
 from pipeline.data.features import Features, load_features, video_batch
@@ -138,3 +140,50 @@ def build_train_data(features: Features | str, dataset: Dataset, scheme: str, ki
     log.info("%s/%s: %d training pairs, %d videos, %d music, %d validation rows", kind, scheme,
              len(train_ids), len(ids), len(dataset.music_ids), len(val_ids))
     return data
+
+
+def union_pairs(dataset: Dataset, scheme: str) -> pd.DataFrame:
+    """video_id, music_id, source (ugc | pgc) of the UGC + PGC training setting: the scheme's UGC training pairs
+    and the teacher's PGC training pairs (Dataset.pgc_pairs: never its validation or 'excluded' pairs)."""
+    split = dataset.split(scheme)
+    train_ids = split.loc[split["split"] == "train", "video_id"]
+    ugc = dataset.ugc.loc[dataset.ugc["video_id"].isin(train_ids), ["video_id", "music_id"]]
+    pgc = dataset.pgc_pairs()
+    pgc = pgc.loc[pgc["split"] == "train", ["video_id", "music_id"]]
+    return pd.concat([ugc.assign(source="ugc"), pgc.assign(source="pgc")], ignore_index=True)
+
+
+def build_union_data(features: Features | str, dataset: Dataset, scheme: str) -> TrainData:
+    """TrainData of the UGC + PGC setting: the scheme's UGC TrainData (its validation set, uploaders, prior)
+    with the PGC training pairs appended; their videos have no uploader, so they carry the training prior."""
+    feats = features if isinstance(features, Features) else load_features(features)
+    data = build_train_data(feats, dataset, scheme, kind="ugc")
+    pgc = union_pairs(dataset, scheme).query("source == 'pgc'")
+    if pgc.empty:
+        raise DataError(f"dataset {scheme}: no PGC training pairs for the UGC + PGC setting (the source has no PGC, "
+                        "or every PGC pair is held out)")
+    vb = feats.video_batch(feats.video_rows(pgc["video_id"].tolist(), "PGC training videos"))
+    m_index = {m: i for i, m in enumerate(dataset.music_ids)}
+    n_videos, n = data.visual.shape[0], len(pgc)
+    prior_row = data.uploader_dist.shape[0] - 1  # _ugc_triples puts the training prior last
+    extra = {"visual": torch.cat([data.visual, vb["visual"]]),
+             "video_idx": torch.cat([data.video_idx, torch.arange(n_videos, n_videos + n)]),
+             "music_idx": torch.cat([data.music_idx, torch.tensor([m_index[m] for m in pgc["music_id"]],
+                                                                  dtype=torch.long)]),
+             "uploader_idx": torch.cat([data.uploader_idx, torch.full((n,), prior_row, dtype=torch.long)])}
+    if data.text is not None:
+        extra["text"], extra["text_mask"] = torch.cat([data.text, vb["text"]]), torch.cat([data.text_mask, vb["text_mask"]])
+    log.info("ugc+pgc/%s: %d UGC + %d PGC training pairs", scheme, data.video_idx.shape[0], n)
+    return dataclasses.replace(data, **extra)
+
+
+def uploader_distributions(dataset: Dataset, scheme: str, video_ids) -> np.ndarray:
+    """float32 [N, 6]: the training genre distribution of each video's uploader under `scheme` (what DebCM's
+    u_g and the calibration read); a video without a known uploader, or with none in the scheme, gets the
+    scheme's training prior, as in training."""
+    dists = dataset.uploader_dists(scheme).set_index("uploader_id")[list(GENRES)]
+    uploader = dataset.ugc.set_index("video_id")["uploader_id"].reindex(list(video_ids))
+    out = np.tile(dataset.prior(scheme).astype(np.float32), (len(uploader), 1))
+    known = uploader.isin(dists.index).to_numpy()
+    out[known] = dists.loc[uploader[known].to_numpy()].to_numpy(np.float32)
+    return out
