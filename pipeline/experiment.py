@@ -193,7 +193,7 @@ def _fitted_summary(score: float, info: dict) -> dict:
 
 
 @torch.no_grad()
-def _calibrated_recall(model, data: TrainData, dataset: Dataset, scheme: str, k: int) -> float:
+def _recall_with_uploaders(model, data: TrainData, dataset: Dataset, scheme: str, k: int) -> float:
     """Validation Recall@k (training.loop.validation_recall) of a model whose video side reads the uploader."""
     uploader = uploader_distributions(dataset, scheme, dataset.eval_sets[f"{scheme}/val"].video_id)
     with eval_mode(model):
@@ -220,7 +220,7 @@ def _post_hoc(v: Variant, features: Features, dataset: Dataset, student: DebCMCo
             data = _train_data(base_spec, features, dataset, scheme)
             model = v.build(load_model(model_path(base_dir, scheme, seed)), int(pool.sum()))
             info = {"base": {k: base[run][k] for k in SUMMARY_KEYS}, **model.fit(data, pool)}
-            score = _calibrated_recall(model, data, dataset, scheme, runs.loop.val_k)
+            score = _recall_with_uploaders(model, data, dataset, scheme, runs.loop.val_k)
             _save(model, score, _loop(runs, seed), data, model_path(out_dir, scheme, seed))
             summaries[run] = _fitted_summary(score, info)
             log.info("%s %s: validation recall@%d %.4f (base %.4f)", v.name, run, runs.loop.val_k, score,
@@ -250,27 +250,31 @@ def train_variant(name: str, features: Features, dataset: Dataset, student: DebC
             data = _train_data(v, features, dataset, scheme)
             torch.manual_seed(seed)  # the initial weights depend on the seed alone, not on earlier runs
             model = v.build(*_dims(data))
-            run = run_name(scheme, seed)
+            run, path = run_name(scheme, seed), model_path(out_dir, scheme, seed)
             log.info("%s %s", name, run)
             if v.kind == "closed_form":
                 info = model.fit(data, lambda m: validation_recall(m, data, loop.val_k), seed)
                 score = validation_recall(model, data, loop.val_k)
-                _save(model, score, loop, data, model_path(out_dir, scheme, seed))
+                _save(model, score, loop, data, path)
                 summaries[run] = _fitted_summary(score, info)
-                continue
-            teacher, extra = None, ""
-            if v.uses_teacher:
-                if teacher_dir is None:
-                    raise ParamsError(f"{name}: needs the PGC teacher but no teacher folder was given")
-                path = teacher_path(teacher_dir, seed)
-                if not path.exists():
-                    raise DataError(f"{path}: no teacher for seed {seed}; run train_teacher with the same "
-                                    "train.seeds")
-                teacher, extra = load_model(path), file_md5(path)
-            s = _fit_one(model, data, loop, model_path(out_dir, scheme, seed), work_dir / run,
-                         None if live_dir is None else live_dir / run, teacher=teacher, extra=extra)
-            summaries[run] = {k: s[k] for k in SUMMARY_KEYS}
+            else:
+                teacher, extra = _teacher(v, teacher_dir, seed)
+                s = _fit_one(model, data, loop, path, work_dir / run, None if live_dir is None else live_dir / run,
+                             teacher=teacher, extra=extra)
+                summaries[run] = {k: s[k] for k in SUMMARY_KEYS}
     return summaries
+
+
+def _teacher(v: Variant, teacher_dir: Path | None, seed: int):
+    """(the frozen teacher of this seed, its file's md5 for the resume fingerprint), or (None, "")."""
+    if not v.uses_teacher:
+        return None, ""
+    if teacher_dir is None:
+        raise ParamsError(f"{v.name}: needs the PGC teacher but no teacher folder was given")
+    path = teacher_path(teacher_dir, seed)
+    if not path.exists():
+        raise DataError(f"{path}: no teacher for seed {seed}; run train_teacher with the same train.seeds")
+    return load_model(path), file_md5(path)
 
 
 def load_runs(root: str | Path, schemes: Sequence[str], seeds: Sequence[int]) -> dict[tuple[str, int], object]:

@@ -58,8 +58,8 @@ class BaselineParams:
     distill_temperature: float = 1.0  # softmax temperature of the in-batch scores in that term
     calibration_weight: float = 0.5  # lambda of the post-hoc calibration (calibration.py); 0: the base model
     ridge_alphas: tuple[float, ...] = (1.0, 10.0, 100.0, 1000.0, 10000.0)  # selected on validation Recall
-    cca_input_dim: int = 64  # PCA width of each side before CCA (capped by the data)
-    cca_components: tuple[int, ...] = (4, 8, 16, 32, 64)  # selected on validation Recall (capped by the data)
+    cca_input_dim: int = 32  # PCA width of each side before CCA (capped by the data)
+    cca_components: tuple[int, ...] = (2, 4, 8, 16, 32)  # selected on validation Recall (capped by the data)
 
     def __post_init__(self) -> None:
         self.variants = tuple(str(v) for v in self.variants)

@@ -32,8 +32,8 @@ log = logging.getLogger(__name__)
 
 @dataclass
 class CCAConfig:
-    input_dim: int = 64  # PCA width of each side before CCA
-    components: tuple[int, ...] = (4, 8, 16, 32, 64)  # candidates, chosen on validation
+    input_dim: int = 32  # PCA width of each side before CCA
+    components: tuple[int, ...] = (2, 4, 8, 16, 32)  # candidates, chosen on validation
     max_components: int = 128  # the student's latent_dim: no wider than the neural models' latent
     use_text: bool = True
 
