@@ -120,7 +120,7 @@ class DebCM(CMVAE):
     # ---- inference surface ----------------------------------------------------------------
     def video_embedding(self, batch: Batch) -> torch.Tensor:
         """[mu_v ; 1]: the constant column picks up each music's bias in music_embedding."""
-        mu = self.encode_video(batch).mu
+        mu = super().video_embedding(batch)
         return torch.cat([mu, torch.ones_like(mu[:, :1])], dim=1)
 
     def music_embedding(self, batch: Batch) -> torch.Tensor:
