@@ -159,3 +159,8 @@ def kl_mixture_to_standard_normal(q: Mixture, z: torch.Tensor) -> torch.Tensor:
     a mixture has no closed-form KL)."""
     standard = Gaussian(torch.zeros_like(z), torch.zeros_like(z))
     return q.log_density(z) - log_density(standard, z)
+
+
+def entropy(q: Gaussian) -> torch.Tensor:
+    """Differential entropy of each row's diagonal Gaussian: 0.5 * sum(1 + log(2 pi) + logvar) [B]."""
+    return 0.5 * (1.0 + math.log(2 * math.pi) + q.logvar).sum(dim=-1)

@@ -232,35 +232,55 @@ class CMVAE(nn.Module):
             loss = loss + reconstruction_loss(self.text_decoder(z), text, text_mask)
         return loss
 
+    # What each latent decodes: cross (CMVAE) z_v -> music and z_m -> video; dual: each its own; none.
+    _VIDEO_DECODES = {"cross": ("recon_music",), "dual": ("recon_video",), "none": ()}
+
+    def _video_decodes(self, video_z: torch.Tensor, batch: Batch, rows: torch.Tensor | None) -> dict[str, torch.Tensor]:
+        """Reconstruction terms of the video latent (keys: _video_decode_keys), rows = a subset of the batch."""
+        gen = self.config.generation
+        if gen == "cross":
+            music = self._input(batch, "music")
+            return {"recon_music": reconstruction_loss(self.music_decoder(video_z),
+                                                       music if rows is None else music[rows])}
+        if gen == "dual":
+            return {"recon_video": self._recon_video(video_z, batch, rows)}
+        return {}
+
+    def _video_decode_keys(self) -> tuple[str, ...]:
+        return self._VIDEO_DECODES[self.config.generation]
+
+    def _music_decodes(self, match_z: torch.Tensor, batch: Batch) -> dict[str, torch.Tensor]:
+        """Reconstruction terms of the music latent z_m (after any confounder step)."""
+        gen = self.config.generation
+        if gen == "cross":
+            return {"recon_video": self._recon_video(match_z, batch, None)}
+        if gen == "dual":
+            return {"recon_music": reconstruction_loss(self.music_decoder(match_z), self._input(batch, "music"))}
+        return {}
+
     def _video_side_terms(self, video_q: Gaussian | Mixture, match_z: torch.Tensor, batch: Batch,
                           rows: torch.Tensor | None) -> dict[str, torch.Tensor]:
-        """Terms that depend on the video posterior: KL, both ranking halves and what z_v decodes (the music
-        under cross-generation, the video itself under dual, nothing under none)."""
+        """Terms that depend on the video posterior: KL, both ranking halves and what z_v decodes."""
         cfg = self.config
         video_z = self._latent(video_q)
-        music = self._input(batch, "music")
         music_idx = batch.get("music_idx")
         if rows is not None:
-            match_z, music = match_z[rows], music[rows]
+            match_z = match_z[rows]
             music_idx = music_idx[rows] if music_idx is not None else None
         scores = self._pair_scores(video_z, match_z, batch, rows)
         v2m, m2v = bidirectional_ranking_loss(scores, music_idx, cfg.margin, cfg.num_negatives)
         terms = {"kl_video": self._kl_prior(video_q, video_z), "rank_v2m": v2m, "rank_m2v": m2v}
-        if cfg.generation == "cross":
-            terms["recon_music"] = reconstruction_loss(self.music_decoder(video_z), music)
-        elif cfg.generation == "dual":
-            terms["recon_video"] = self._recon_video(video_z, batch, rows)
+        terms.update(self._video_decodes(video_z, batch, rows))
         return terms
 
     def _video_objective(self, t: Mapping[str, torch.Tensor]) -> torch.Tensor:
         """KL_video + gamma * (L_v2m + alpha * L_m2v) + beta * (what z_v decodes): the terms a video
         posterior enters."""
         cfg = self.config
-        if cfg.generation == "cross":
-            return (t["kl_video"] + cfg.gamma * (t["rank_v2m"] + cfg.alpha * t["rank_m2v"])
-                    + cfg.beta * t["recon_music"])
         objective = t["kl_video"] + cfg.gamma * (t["rank_v2m"] + cfg.alpha * t["rank_m2v"])
-        return objective + cfg.beta * t["recon_video"] if cfg.generation == "dual" else objective
+        for key in self._video_decode_keys():
+            objective = objective + cfg.beta * t[key]
+        return objective
 
     def _loss_terms(self, batch: Batch) -> tuple[dict[str, torch.Tensor], Gaussian, Gaussian]:
         """Every named CMVAE term plus the two posteriors (DebCM adds its teacher terms to these)."""
@@ -277,23 +297,19 @@ class CMVAE(nn.Module):
 
         terms = self._video_side_terms(video_q, match_z, batch, None)
         terms["kl_music"] = kl_prior_loss(music_q)
+        music_side = self._music_decodes(match_z, batch)
+        terms.update(music_side)
         zero = visual.sum() * 0.0
-        # What z_m (after any confounder step) decodes: the video's features (cross) or the music's own (dual).
-        if cfg.generation == "cross":
-            terms["recon_video"] = self._recon_video(match_z, batch, None)
-        elif cfg.generation == "dual":
-            terms["recon_music"] = reconstruction_loss(self.music_decoder(match_z), self._input(batch, "music"))
-        else:
-            terms["recon_video"] = terms["recon_music"] = zero
+        for key in ("recon_video", "recon_music"):  # always logged, 0 where nothing decodes them
+            terms.setdefault(key, zero)
 
         terms["sub_visual"] = terms["sub_text"] = zero
         # Sub-sampled training: the same objective for each single video modality (visual, then text rows).
         for key, (single, rows) in zip(("sub_visual", "sub_text"), singles):
             terms[key] = self._video_objective(self._video_side_terms(single, match_z, batch, rows))
-        music_recon = {"cross": terms["recon_video"], "dual": terms["recon_music"]}.get(cfg.generation)
         total = self._video_objective(terms)
-        if music_recon is not None:
-            total = total + cfg.beta * music_recon
+        for value in music_side.values():
+            total = total + cfg.beta * value
         terms["total"] = total + terms["kl_music"] + terms["sub_visual"] + terms["sub_text"]
         if isinstance(video_q, Mixture):
             video_q = video_q.moments()

@@ -15,6 +15,14 @@ from pipeline.errors import DataError
 CLASSES = {
     "CMVAE": "pipeline.models.cmvae:CMVAE",
     "DebCM": "pipeline.models.debcm:DebCM",
+    # The CMVAE paper's comparison models (temporary package name, see pipeline/models/paper/__init__.py).
+    "CEVAR": "pipeline.models.paper.cevar:CEVAR",
+    "CMVBR": "pipeline.models.paper.cmvbr:CMVBR",
+    "DSCMR": "pipeline.models.paper.dscmr:DSCMR",
+    "UWML": "pipeline.models.paper.uwml:UWML",
+    "DualVAE": "pipeline.models.paper.dual_vae:DualVAE",
+    "DAVAE": "pipeline.models.paper.da_vae:DAVAE",
+    "CrossVAE": "pipeline.models.paper.cross_vae:CrossVAE",
 }
 
 
