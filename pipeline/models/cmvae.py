@@ -45,7 +45,7 @@ class CMVAEConfig:
     # Ablations of the CMVAE paper (Tables 3-5); the defaults are CMVAE itself.
     generation: str = "cross"  # cross: z_m decodes the video, z_v the music; dual: each its own; none
     fusion: str = "poe"  # poe; concat: JMVAE's one encoder on [visual; text; has_text]; moe: MMVAE's mixture
-    inference_text: bool = True  # False: video_embedding ignores text (text missing at test time)
+    inference_text: bool = True  # False: video_embedding ignores text (text missing at test; set on a trained model)
 
     def __post_init__(self) -> None:
         self.hidden_dims = tuple(int(h) for h in self.hidden_dims)

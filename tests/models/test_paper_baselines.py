@@ -2,11 +2,12 @@
 different from CMVAE, pinned on hand-built inputs where its loss or ranking departs from CMVAE's."""
 import dataclasses
 
+import numpy as np
 import pytest
 import torch
 
 from pipeline.losses import bidirectional_ranking_loss, hardest_k_margin_loss
-from pipeline.models.cmvae import CMVAE, CMVAEConfig
+from pipeline.models.cmvae import CMVAE, CMVAEConfig, without_text
 from pipeline.models.debcm import DebCMConfig
 from pipeline.models.paper.common import config_from
 from pipeline.models.paper.cevar import CEVAR, cosine_embedding_loss
@@ -15,8 +16,12 @@ from pipeline.models.paper.cross_vae import CrossVAE
 from pipeline.models.paper.da_vae import DAVAE
 from pipeline.models.paper.dscmr import DSCMR
 from pipeline.models.paper.dual_vae import DualVAE
+from pipeline.models.paper.text_missing import text_missing_at_test
 from pipeline.models.paper.uwml import UWML, polynomial_triplet_loss
-from pipeline.models.registry import CLASSES, build_model, model_spec
+from pipeline.models.registry import CLASSES, build_model, load_model, model_spec
+from pipeline.training.config import TrainConfig
+from pipeline.training.data import TrainData
+from pipeline.training.loop import fit
 
 from model_batches import GENRES, MUSIC, TEXT, VISUAL, random_batch
 
@@ -262,3 +267,51 @@ def test_cross_vae_has_no_ranking_loss_and_decodes_each_modality_from_both_laten
     assert torch.allclose(a["recon_video_self"], cross._recon_video(z_v, batch, None))
     plain = make(CrossVAE, self_reconstruction=False).loss(batch)
     assert "recon_video_self" not in plain and "recon_music_self" not in plain
+
+
+# ---- the training loop and the registry ----------------------------------------------------------------------
+def tiny_train_data(seed: int = 0, n_music: int = 30, n: int = 160) -> TrainData:
+    """n training pairs + 40 validation videos whose features are noisy maps of their music's prototype."""
+    g = torch.Generator().manual_seed(seed)
+    proto = torch.randn(n_music, 6, generator=g)
+    music_of = torch.randint(0, n_music, (n + 40,), generator=g)
+    visual = proto[music_of] @ torch.randn(6, VISUAL, generator=g) + 0.3 * torch.randn(n + 40, VISUAL, generator=g)
+    text_mask = torch.rand(n + 40, generator=g) > 0.3
+    text = (proto[music_of] @ torch.randn(6, TEXT, generator=g)) * text_mask.unsqueeze(1)
+    val = torch.arange(n, n + 40)
+    negatives = torch.stack([torch.randperm(n_music, generator=g)[:10] for _ in range(40)])
+    negatives = torch.where(negatives == music_of[val].unsqueeze(1), (negatives + 1) % n_music, negatives)
+    return TrainData(visual=visual, music=proto @ torch.randn(6, MUSIC, generator=g), video_idx=torch.arange(n),
+                     music_idx=music_of[:n], uploader_idx=torch.zeros(n, dtype=torch.long),
+                     uploader_dist=torch.full((1, GENRES), 1 / GENRES),
+                     music_genre=torch.softmax(torch.randn(n_music, GENRES, generator=g), 1), val_video=val,
+                     val_candidates=torch.cat([music_of[val].unsqueeze(1), negatives], 1),
+                     val_weight=np.full(40, 1 / 40), prior=np.full(GENRES, 1 / GENRES), text=text,
+                     text_mask=text_mask)
+
+
+@pytest.mark.parametrize("cls", MODELS, ids=lambda c: c.__name__)
+def test_each_model_trains_in_the_loop_and_loads_back_from_its_file(cls, tmp_path):
+    data = tiny_train_data()
+    model = make(cls)
+    summary = fit(model, data, TrainConfig(epochs=2, threads=1, device="cpu", patience=5), tmp_path)
+    assert summary["epochs_run"] == 2 and all(np.isfinite(h["train/total"]) for h in summary["history"])
+    loaded = load_model(tmp_path / "best.pt")
+    assert type(loaded) is cls
+    assert torch.allclose(loaded.scalers["visual"].mean, data.visual[data.video_idx].mean(0), atol=1e-5)
+    batch = data.video_batch(data.val_video)
+    model.eval()
+    assert torch.equal(loaded.video_embedding(batch), model.video_embedding(batch))
+
+
+def test_text_missing_at_test_reuses_the_trained_weights_and_survives_saving(batch, tmp_path):
+    torch.manual_seed(0)
+    trained = CMVAE(VISUAL, MUSIC, TEXT, CMVAEConfig(**SMALL)).eval()
+    trained.fit_scaling(batch["visual"] + 1, batch["music"], batch["text"][batch["text_mask"]])
+    blind = text_missing_at_test(trained)
+    assert blind.config.inference_text is False and trained.config.inference_text is True
+    assert all(torch.equal(v, blind.state_dict()[k]) for k, v in trained.state_dict().items())
+    assert torch.equal(blind.video_embedding(batch), trained.video_embedding(without_text(batch, TEXT)))
+    assert torch.equal(blind.music_embedding(batch), trained.music_embedding(batch))
+    torch.save({"model": model_spec(blind), "state_dict": blind.state_dict()}, tmp_path / "best.pt")
+    assert torch.equal(load_model(tmp_path / "best.pt").video_embedding(batch), blind.video_embedding(batch))

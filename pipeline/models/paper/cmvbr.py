@@ -25,10 +25,11 @@ class CMVBRConfig(CMVAEConfig):
             raise ParamsError(f"model.intra_weight={self.intra_weight}: expected >= 0")
 
 
-def _distances(y: torch.Tensor) -> torch.Tensor:
-    """Euclidean distances [n, n]; the clamp keeps sqrt's gradient finite at 0 (a row with itself)."""
-    sq = (y.unsqueeze(1) - y.unsqueeze(0)).pow(2).sum(dim=-1)
-    return torch.sqrt(torch.clamp(sq, min=1e-12))
+def _squared_distances(x: torch.Tensor) -> torch.Tensor:
+    """Squared Euclidean distances [n, n] from the Gram matrix: no [n, n, F] intermediate (F is 2048 for
+    ResNet video features, n the batch of 1024)."""
+    norms = x.pow(2).sum(dim=1)
+    return torch.clamp(norms.unsqueeze(1) + norms.unsqueeze(0) - 2.0 * x @ x.t(), min=0.0)
 
 
 def intra_modal_structure_loss(inputs: torch.Tensor, embedded: torch.Tensor) -> torch.Tensor:
@@ -39,12 +40,12 @@ def intra_modal_structure_loss(inputs: torch.Tensor, embedded: torch.Tensor) -> 
     if n < 3:
         return embedded.sum() * 0.0
     with torch.no_grad():
-        dx = (inputs.unsqueeze(1) - inputs.unsqueeze(0)).pow(2).sum(dim=-1)  # order only: squares suffice
+        dx = _squared_distances(inputs)  # the order is all that is used: squares suffice
         order = torch.sign(dx.roll(-1, dims=1) - dx)  # +1: j nearer than k to anchor i in the input space
         idx = torch.arange(n, device=inputs.device)
         j, k = idx.unsqueeze(0).expand(n, n), (idx.unsqueeze(0) + 1).expand(n, n) % n
         valid = (j != idx.unsqueeze(1)) & (k != idx.unsqueeze(1))
-    dy = _distances(embedded)
+    dy = torch.sqrt(torch.clamp(_squared_distances(embedded), min=1e-12))  # clamp: finite gradient at 0
     violation = torch.clamp(order * (dy - dy.roll(-1, dims=1)), min=0.0)
     return violation[valid].mean()
 
