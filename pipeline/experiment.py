@@ -31,6 +31,7 @@ from pipeline.sampling.dataset import Dataset
 from pipeline.training.checkpoint import data_fingerprint
 from pipeline.training.config import TrainConfig
 from pipeline.training.data import build_train_data
+from pipeline.training.diagnostics import taste_diagnostics
 from pipeline.training.loop import fit
 
 log = logging.getLogger(__name__)
@@ -171,6 +172,8 @@ def train_variant(name: str, features: Features, dataset: Dataset, student: DebC
             s = _fit_one(model, data, loop, model_path(out_dir, scheme, seed), work_dir / run,
                          None if live_dir is None else live_dir / run, teacher=teacher, extra=extra)
             summaries[run] = {k: s[k] for k in SUMMARY_KEYS}
+            if getattr(getattr(model, "config", None), "confounder", None) == "interaction":
+                summaries[run].update(taste_diagnostics(model.taste_matrix(), data))  # training pairs only
     return summaries
 
 

@@ -35,6 +35,11 @@ class DebCMConfig(CMVAEConfig):
     confounder: str = "concat"  # concat: the paper's z'_m = Linear([z_m ; z_u]); interaction: u^T W g(m)
     confounder_mode: str = "batch"  # concat z_u from the batch's uploaders (DebCM) or the training mean (DecRS)
     inference: str = "backdoor"  # interaction only: marginalise u with the training mean, or drop the term
+    # interaction only: W = interaction_scale * W_raw. Adam moves W_raw by about lr per step whatever the
+    # gradient's size, so at scale 1 W stays ~0.02 after the few dozen steps an early-stopped run takes while
+    # the taste effect it must carry is of order 1; the scale lets W learn at the pace the ranking scores do
+    # (chosen on training-data diagnostics, pipeline/training/diagnostics.py, README "interaction term").
+    interaction_scale: float = 1.0
     # Weight of KL(q_student || q_teacher) (sum over d, mean over batch). The paper's 40 (and its sweep
     # 5e-7..5e-2) refer to the public code's reduction, so this scale is not directly comparable.
     kl_weight: float = 40.0
@@ -48,6 +53,8 @@ class DebCMConfig(CMVAEConfig):
                 raise ParamsError(f"student.{name}={getattr(self, name)!r}: expected one of {allowed}")
         if self.kl_weight < 0:
             raise ParamsError(f"student.kl_weight={self.kl_weight}: expected >= 0")
+        if self.interaction_scale <= 0:
+            raise ParamsError(f"student.interaction_scale={self.interaction_scale}: expected > 0")
         if self.n_genres < 1:
             raise ParamsError(f"student.n_genres={self.n_genres}: expected >= 1")
 
@@ -112,10 +119,14 @@ class DebCM(CMVAE):
         if self.training:  # the video's own uploader: taste explains the uploader-driven part of a choice
             u = require(batch, "uploader_dist", dim=self.config.n_genres)
             u = u[rows] if rows is not None else u
-            return scores + u @ self.interaction @ genre.t()
+            return scores + u @ self.taste_matrix() @ genre.t()
         if self.config.inference == "backdoor":  # E_u[u]^T W g(m): the same prior for every video
-            return scores + (self._prior() @ self.interaction @ genre.t()).unsqueeze(0)
+            return scores + (self._prior() @ self.taste_matrix() @ genre.t()).unsqueeze(0)
         return scores
+
+    def taste_matrix(self) -> torch.Tensor:
+        """W of the interaction term u^T W g(m) (interaction_scale * the trained parameter)."""
+        return self.config.interaction_scale * self.interaction
 
     # ---- inference surface ----------------------------------------------------------------
     def video_embedding(self, batch: Batch) -> torch.Tensor:
@@ -132,7 +143,7 @@ class DebCM(CMVAE):
         bias = torch.zeros_like(mu[:, :1])
         if cfg.confounder == "interaction" and cfg.inference == "backdoor":
             genre = require(batch, "music_genre", rows=mu.shape[0], dim=cfg.n_genres)
-            bias = (genre @ self.interaction.t() @ self._prior()).unsqueeze(1)
+            bias = (genre @ self.taste_matrix().t() @ self._prior()).unsqueeze(1)
         return torch.cat([match, bias], dim=1)
 
     def score(self, video_z: torch.Tensor, music_z: torch.Tensor) -> torch.Tensor:
