@@ -13,17 +13,17 @@ import json
 import logging
 import sys
 from pathlib import Path
-from typing import Sequence
-
-import faiss
-import numpy as np
-import pandas as pd
-import torch
+from typing import TYPE_CHECKING, Sequence
 
 from pipeline.config import load_params
 from pipeline.errors import PipelineError
-from pipeline.sampling.dataset import load_dataset
-from pipeline.train import embed, load_features, load_model, music_genre_matrix
+
+if TYPE_CHECKING:
+    import faiss
+    import torch
+
+# faiss, torch, pandas and the training code are imported where they are used, so that
+# `python -m pipeline recommend --help` answers without loading them (seconds).
 
 log = logging.getLogger(__name__)
 
@@ -38,6 +38,13 @@ class Pool:
 
 
 def music_pool(model, features_dir: str | Path, dataset_dir: str | Path) -> Pool:
+    import faiss
+    import numpy as np
+    import torch
+
+    from pipeline.sampling.dataset import load_dataset
+    from pipeline.train import embed, load_features, music_genre_matrix
+
     features, dataset = load_features(features_dir), load_dataset(dataset_dir)
     rows = features.music_rows(dataset.music_ids, "dataset music")
     genre = torch.as_tensor(music_genre_matrix(dataset), dtype=torch.float32)
@@ -50,6 +57,8 @@ def music_pool(model, features_dir: str | Path, dataset_dir: str | Path) -> Pool
 
 def video_features(paths: Sequence[str], texts: Sequence[str | None], video_params: dict) -> dict[str, torch.Tensor]:
     """Visual (and caption) features of the given files, with the extract stages' extractors and params."""
+    import torch
+
     from pipeline.features.text import extract_text_features
     from pipeline.features.video import VideoConfig, extract_video_features
 
@@ -66,6 +75,10 @@ def recommend(paths: Sequence[str], model_path: str | Path, top: int = 10, texts
               features_dir: str | Path = "data/features", dataset_dir: str | Path = "data/dataset",
               params_file: str | Path = "params.yaml") -> list[dict]:
     """For each video: {"video": path, "music": [{"music_id", "score", "genre"}, ...]} best first."""
+    import numpy as np
+
+    from pipeline.train import embed, load_model
+
     for p in paths:
         if not Path(p).is_file():
             raise PipelineError(f"{p}: no such video file")
@@ -111,6 +124,8 @@ def main(argv: Sequence[str] | None = None) -> int:
     if args.json:
         print(json.dumps(out, indent=2))
     else:
+        import pandas as pd
+
         for item in out:
             print(item["video"])
             table = pd.DataFrame(item["music"])
