@@ -1,4 +1,4 @@
-"""Importer of a TT-150k release (DESIGN section 1: release format and the forms the public code reads)."""
+"""Importer of a TT-150k release (docs/architecture.md section 8: its release format)."""
 from __future__ import annotations
 
 import logging
@@ -257,7 +257,7 @@ def _pgc_part(pgc: Path) -> dict:
 
 
 def import_tt150k(src: Path, out: Path, pgc: Path | None = None) -> dict:
-    """Import a TT-150k release (DESIGN section 1, release format), keeping its split, negatives and weights.
+    """Import a TT-150k release (docs/architecture.md section 8), keeping its split, negatives and weights.
 
     `pgc` is the sibling PGC folder (default `<src>/pgc` when it exists); its features are appended to the
     same matrices under their own ids. Music popularity = train rows using it (PGC train pairs for "pm").
