@@ -1,4 +1,4 @@
-"""Stage `world`: simulate the causal world (DESIGN section 2) into data/world/."""
+"""Stage `world`: simulate the causal world (docs/architecture.md section 5) into data/world/."""
 import argparse
 from pathlib import Path
 

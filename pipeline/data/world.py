@@ -1,4 +1,5 @@
-"""The causal world simulator (DESIGN section 2): latent content, true compatibility, confounded choices.
+"""The causal world simulator (docs/architecture.md section 5): latent content, true compatibility,
+confounded choices.
 
 UGC choice follows P(m | v, u) ~ pop(m)^a * pi_u(g_m)^b * exp(c(v, m) / tau): the uploader's genre taste
 pi_u confounds what is observed. PGC pairs are chosen by c(v, m) alone. Everything is drawn from one

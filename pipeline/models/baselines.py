@@ -7,7 +7,7 @@ thing at a time:
 - cmvae:      plain CMVAE on UGC, no confounder term and no teacher (the biased baseline).
 - decrs:      DebCM with the DecRS-style global-average confounder (the training mean of the uploader
               distributions in place of each batch's mean), no teacher.
-- interaction, interaction_content: DESIGN's alternative to the paper's concat confounder, no teacher (so
+- interaction, interaction_content: the other confounder of docs/architecture.md section 6, no teacher (so
               `no_teacher` is the model they differ from in one thing). Training adds u^T W g(m) to each
               pair's score, u the video's own uploader's genre distribution and g(m) the music's genre
               probabilities, so that taste can explain the uploader-driven part of a choice. At inference

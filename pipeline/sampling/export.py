@@ -1,5 +1,5 @@
-"""Export a built dataset in the TT-150k release format (DESIGN section 1, "Release format" and "Exact forms
-the public code reads"), so the public reference code and other implementations can run on our splits.
+"""Export a built dataset in the TT-150k release format (docs/architecture.md section 8, as
+the public code reads it), so the public reference code and other implementations can run on our splits.
 
 Video and music ints are indices into the sorted UGC video id list and the sorted music id list
 (`Dataset.video_ids`, `Dataset.music_ids`); PGC videos are indexed in their own sorted id list.
