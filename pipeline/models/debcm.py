@@ -34,6 +34,7 @@ class DebCMConfig(CMVAEConfig):
 
     confounder: str = "concat"  # concat: the paper's z'_m = Linear([z_m ; z_u]); interaction: u^T W g(m)
     confounder_mode: str = "batch"  # concat z_u from the batch's uploaders (DebCM) or the training mean (DecRS)
+    confounder_projection: str = "residual"  # concat: z'_m = z_m + W_u z_u + b (residual) or W [z_m ; z_u] + b
     inference: str = "backdoor"  # interaction only: marginalise u with the training mean, or drop the term
     # interaction only: W = interaction_scale * W_raw. Adam moves W_raw by about lr per step whatever the
     # gradient's size, so at scale 1 W stays ~0.02 after the few dozen steps an early-stopped run takes while
@@ -48,7 +49,7 @@ class DebCMConfig(CMVAEConfig):
     def validate(self) -> None:
         super().validate()
         for name, allowed in (("confounder", CONFOUNDERS), ("confounder_mode", CONFOUNDER_MODES),
-                              ("inference", INFERENCE)):
+                              ("inference", INFERENCE), ("confounder_projection", ("residual", "linear"))):
             if getattr(self, name) not in allowed:
                 raise ParamsError(f"student.{name}={getattr(self, name)!r}: expected one of {allowed}")
         if self.kl_weight < 0:
@@ -71,7 +72,13 @@ class DebCM(CMVAE):
         d, n_g = config.latent_dim, config.n_genres
         if config.confounder == "concat":
             self.genre_embedding = nn.Linear(n_g, d, bias=False)  # E_g in R^{d x N_g}: z_u = E_g u
-            self.project = nn.Linear(2 * d, d)  # z'_m = W [z_m ; z_u] + b, back to d
+            # z'_m = W [z_m ; z_u] + b back to d. "linear": W free (the paper's literal form); "residual": W's
+            # z_m block fixed to I, z'_m = z_m + W_u z_u + b. With a free block the model can zero z_m (the
+            # noisy sampled latent): every score becomes equal, which the hardest-k hinge with margin 0.05
+            # rewards (k * margin per anchor, below what any informative ranking costs), so without the
+            # teacher's pull the student collapsed to chance after a few epochs (README "no_teacher collapse").
+            linear = config.confounder_projection == "linear"
+            self.project = nn.Linear(2 * d if linear else d, d)
         else:
             # W in R^{N_g x N_g}; zero start = pure content model until taste explains part of the choices.
             self.interaction = nn.Parameter(torch.zeros(n_g, n_g))
@@ -101,9 +108,11 @@ class DebCM(CMVAE):
         return require(batch, "uploader_dist", dim=self.config.n_genres).mean(dim=0)
 
     def _deconfound(self, music_z: torch.Tensor, u_mean: torch.Tensor) -> torch.Tensor:
-        """Backdoor adjustment (DebCM): z_u = E_g . mean(u); z'_m = Linear([z_m ; z_u])."""
+        """Backdoor adjustment (DebCM): z_u = E_g . mean(u); z'_m = Linear([z_m ; z_u]) (see confounder_projection)."""
         z_u = self.genre_embedding(u_mean).expand(music_z.shape[0], -1)
-        return self.project(torch.cat([music_z, z_u], dim=1))
+        if self.config.confounder_projection == "linear":
+            return self.project(torch.cat([music_z, z_u], dim=1))
+        return music_z + self.project(z_u)
 
     def _match_music(self, music_z: torch.Tensor, batch: Batch) -> torch.Tensor:
         if self.config.confounder != "concat":
