@@ -106,7 +106,7 @@ def write_report(p: ReportParams, paths: ReportPaths, ks: Sequence[int], kl_weig
                                              {(r.challenger, r.key.key): r.verdict for r in rows}, flags))
     genre = json.loads(paths.genre_metrics.read_text()) if paths.genre_metrics.exists() else None
     _text(paths.out / "degradations.md", degradations(dataset.info, genre, training_summaries(paths.models), variants,
-                                                      flags.flagged(ks)))
+                                                      flags.flagged(ks, summary)))
     write_json(headline(summary, p.claim_k, list(sizes), primary), paths.headline)
     inter = intervention_table(summary, p.claim_k, variants=variants)
     with atomic_path(paths.out / "intervention.csv") as tmp:

@@ -55,6 +55,7 @@ def test_degenerate_sets_are_named_and_their_cells_marked():
                                             ("t_diverse", "sampled", 25), ("t_diverse", "full", 10),
                                             ("t_diverse", "full", 25), ("t_diverse", "truth", 10),
                                             ("t_diverse", "truth", 25)}
+    assert set(flags.flagged([10, 25], {"v": {"mean": {"weak/full/recall@10": 0.1}}})) == {("weak", "full", 25)}
     text = set_tables({"student": _summary(1.0)}, flags=flags)
     weak_full = text.split("### weak — full")[1].split("###")[0]
     assert "| student | 0.150 ± 0.010 |" in weak_full  # R@10 of a 36-music pool: readable
