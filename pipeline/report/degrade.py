@@ -78,18 +78,19 @@ def _uploaders(info: Mapping, evaluated: Sequence[str]) -> list[str]:
     present = [v for v in CONFOUNDER_VARIANTS if v in evaluated]
     return ["- **one uploader**: every video carries the same genre distribution, so the confounder is one constant "
             "vector: the batch mean, the global mean and each video's own distribution coincide. decrs is "
-            "no_teacher by construction, the backdoor adjustment has nothing to adjust for, and the interaction "
-            "term is a per-genre music bias with no taste to separate. The confounder variants "
-            f"({', '.join(present) or 'none evaluated'}) are identical to their base by construction and measure "
-            "no debiasing here."]
+            "no_teacher by construction (identical up to float rounding); the backdoor adjustment of student and "
+            "no_teacher conditions on a constant, and the interaction term u^T W g(m) becomes a per-genre music "
+            "bias with no taste to separate. The confounder variants "
+            f"({', '.join(present) or 'none evaluated'}) therefore measure no debiasing on this data: read their "
+            "rows as their base model's."]
 
 
 def _degenerate(flagged: Mapping[tuple[str, str, int], str]) -> list[str]:
     if not flagged:
         return ["- none: every set has enough test videos and candidates at every K"]
-    by_set: dict[tuple[str, str], list[str]] = {}
-    for (name, protocol, k), why in flagged.items():
-        by_set.setdefault((name, protocol), []).append(f"K={k}: {why}")
+    by_set: dict[tuple[str, str], dict[str, None]] = {}  # each reason once (a set too small is so at every K)
+    for (name, protocol, _), why in flagged.items():
+        by_set.setdefault((name, protocol), {}).update(dict.fromkeys(why.split("; ")))
     return [f"- **{name} — {protocol}** ⚠ {'; '.join(reasons)}"
             for (name, protocol), reasons in sorted(by_set.items())]
 

@@ -25,7 +25,10 @@ def test_every_degradation_is_named_with_its_reason():
                  "teacher: the source has no PGC pairs"}, "cmvae": {"weak_s0": {}}, "ips": {"weak_s0": {}}}
     genre = {"labeller": "tags", "n_uniform": 12,
              "reason": "12 with neither a shipped genre nor audio get the uniform g(m)"}
-    flagged = {("weak", "full", 25): "K = 25 is at least half of the 36 full-protocol candidates"}
+    flagged = {("weak", "full", 25): "K = 25 is at least half of the 36 full-protocol candidates",
+               ("t_diverse", "full", 10): "21 test videos (< report.min_videos 30)",
+               ("t_diverse", "full", 25): "21 test videos (< report.min_videos 30); K = 25 is at least half of the 36 "
+                                          "full-protocol candidates"}
     text = degradations(info, genre, summaries, ["cmvae", "decrs"], flagged)
     for expected in ("**skipped strong**: too few music for 5 strata",
                      "**T_diverse skipped**: no test video has an uploader",
@@ -34,7 +37,10 @@ def test_every_degradation_is_named_with_its_reason():
                      "**teacher skipped**: the source has no PGC pairs", "**student skipped**: student needs",
                      "teacher-guided variants (UGC + PGC) are absent", "ips: trained but absent",
                      "**12 music without a genre label**", "labeller: tags",
-                     "**one uploader**", "decrs is no_teacher by construction", "(decrs) are identical to their base",
-                     "**weak — full** ⚠ K=25: K = 25 is at least half of the 36",
+                     "**one uploader**", "decrs is no_teacher by construction",
+                     "(decrs) therefore measure no debiasing",
+                     "- **weak — full** ⚠ K = 25 is at least half of the 36 full-protocol candidates\n",
+                     "- **t_diverse — full** ⚠ 21 test videos (< report.min_videos 30); K = 25 is at least half of "
+                     "the 36 full-protocol candidates\n",
                      "1 video(s), 0 music and 1 pair(s) left the dataset"):
         assert expected in text, expected
