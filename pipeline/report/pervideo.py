@@ -17,10 +17,14 @@ from pipeline.errors import DataError
 from pipeline.evaluate import set_metrics
 from pipeline.report.seeds import aggregate
 
-# The report's row order: the paper's model, its ablations, the debiasing alternatives, the simple baselines.
+# The CMVAE paper's comparison models (its Table 2; pipeline/models/paper) and the simple baselines (DESIGN
+# section 7): references in every table, not debiasing methods, so never a claim-table challenger.
+PAPER_BASELINES = ("cevar", "cmvbr", "dscmr", "uwml", "dual_vae", "da_vae", "cross_vae")
+SIMPLE_BASELINES = ("linear", "cca", "popularity", "random")
+REFERENCES = PAPER_BASELINES + SIMPLE_BASELINES
+# The report's row order: the paper's model, its ablations, the debiasing alternatives, then the references.
 VARIANT_ORDER = ("student", "no_teacher", "cmvae", "decrs", "interaction", "interaction_content", "ips",
-                 "dual_ips", "calibration", "linear", "popularity", "random")
-SIMPLE_BASELINES = ("linear", "popularity", "random")  # references in every table, not debiasing methods
+                 "dual_ips", "calibration", *REFERENCES)
 REQUIRED = ("variant", "seed", "set", "video_id", "weight", "rank_sampled", "rank_full")
 RANKED = ("sampled", "full")  # protocols that rank the chosen music (weighted by lambda_v)
 GRADED = "truth"  # the protocol scored against the world's compatibility (unweighted, as evaluate does)

@@ -36,7 +36,7 @@ def test_claim_keys_cover_both_intervened_sets_and_the_truth_metrics():
 
 
 def test_every_debiasing_variant_is_a_challenger_but_not_the_references():
-    assert challengers(["random", "cmvae", "ips", "student", "linear", "decrs", "new_idea"]) == \
+    assert challengers(["random", "cmvae", "ips", "student", "linear", "decrs", "new_idea", "dscmr", "cross_vae"]) == \
         ["student", "decrs", "ips", "new_idea"]
 
 

@@ -49,8 +49,8 @@ def test_without_truth_columns_there_are_no_truth_keys():
 
 
 def test_variant_order_is_fixed_with_unknown_names_last():
-    assert order_variants(["zeta", "cmvae", "random", "student", "alpha", "ips"]) == \
-        ["student", "cmvae", "ips", "random", "alpha", "zeta"]
+    assert order_variants(["zeta", "cmvae", "random", "student", "alpha", "ips", "cevar"]) == \
+        ["student", "cmvae", "ips", "cevar", "random", "alpha", "zeta"]
 
 
 def test_pairing_keeps_shared_videos_and_seeds_and_averages_nothing_yet():
