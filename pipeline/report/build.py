@@ -22,6 +22,7 @@ from pipeline.report.claim import claim_keys, claim_rows, claim_table, headline
 from pipeline.report.degrade import degradations
 from pipeline.report.figures import plot_sweeps
 from pipeline.report.pervideo import read_per_video, set_sizes, summarize, variants_of
+from pipeline.report.summary import claim_json
 from pipeline.report.tables import Degeneracy, SetShape, intervention_table, tables_md
 from pipeline.sampling.dataset import Dataset, load_dataset
 from pipeline.truth import TRUTH_DIR
@@ -108,6 +109,8 @@ def write_report(p: ReportParams, paths: ReportPaths, ks: Sequence[int], kl_weig
     _text(paths.out / "degradations.md", degradations(dataset.info, genre, training_summaries(paths.models), variants,
                                                       flags.flagged(ks, summary)))
     write_json(headline(summary, p.claim_k, list(sizes), primary), paths.headline)
+    write_json(claim_json(per_video, claim_keys(p.claim_k, list(sizes), primary), variants, rows, p.resamples, p.seed),
+               paths.out / "claim.json")
     inter = intervention_table(summary, p.claim_k, variants=variants)
     with atomic_path(paths.out / "intervention.csv") as tmp:
         inter.to_csv(tmp, index=False, float_format="%.6f")

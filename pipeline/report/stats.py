@@ -103,3 +103,21 @@ def verdict(c: Comparison, p_corrected: float, lower_is_better: bool, alpha: flo
         return "no"
     better = c.effect < 0 if lower_is_better else c.effect > 0
     return "yes" if better else "worse"
+
+
+def interval(x: np.ndarray, weight: np.ndarray, magnitude: bool = False, resamples: int = 9999,
+             seed: int = 0) -> tuple[float, float, float]:
+    """(estimate, low, high): one variant's weighted mean over videos of each video's seed-mean value (its
+    magnitude for bias amplification) with a bootstrap 95% CI over videos; x [videos, seeds]."""
+    xm, w = np.asarray(x, dtype=np.float64).mean(axis=1), np.asarray(weight, dtype=np.float64)
+
+    def statistic(a, wa, axis=-1):
+        m = weighted_mean(a, wa, axis)
+        return np.abs(m) if magnitude else m
+
+    estimate = float(statistic(xm, w))
+    if len(xm) < 2:
+        return estimate, math.nan, math.nan
+    boot = stats.bootstrap((xm, w), statistic, paired=True, vectorized=True, n_resamples=resamples, batch=1000,
+                           method="percentile", axis=-1, rng=np.random.default_rng(seed))
+    return estimate, float(boot.confidence_interval.low), float(boot.confidence_interval.high)

@@ -103,3 +103,16 @@ def test_dvc_declares_the_headline_as_the_metric_and_no_per_variant_table():
     assert {"metrics/headline.json": {"cache": False}} in report["metrics"]
     assert "data/eval/per_video.parquet" in report["deps"] and "data/dataset" in report["deps"]
     assert not any(d.startswith("metrics/") and d != "metrics/genre.json" for d in report["deps"])
+
+
+def test_claim_json_gives_each_variant_an_interval_and_every_verdict(rows):
+    from pipeline.report.summary import claim_json
+
+    t = per_video_table({"student": {0: 15, 1: 12, 2: 14}, "cmvae": {0: 0, 1: 0, 2: 0}},
+                        bias={"student": -0.02, "cmvae": 0.05})
+    out = claim_json(t, KEYS, ["student", "cmvae"], rows, resamples=999, seed=0)
+    cell = out["variants"]["student"]["t_diverse/full/recall@25"]
+    assert cell["low"] <= cell["value"] <= cell["high"] and cell["videos"] > 0
+    ba = out["variants"]["cmvae"]["t_diverse/truth/abs_bias_amplification@25"]
+    assert ba["value"] == pytest.approx(0.05, abs=0.01) and ba["low"] <= ba["value"] <= ba["high"]  # planted +0.05
+    assert len(out["verdicts"]) == len(rows) and {v["verdict"] for v in out["verdicts"]} <= {"yes", "no", "worse", "n/a"}
