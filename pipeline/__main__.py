@@ -11,6 +11,8 @@ from typing import Sequence
 COMMANDS = {
     "recommend": ("pipeline.recommend_cli",
                   "rank the dataset's music for new video files with a trained model (default: the student)"),
+    "science": ("pipeline.science",
+                "queue the pre-registered science grid (configs/science.yaml) as DVC experiments, or collect it"),
     "offline-plots": ("pipeline.offline_plots",
                       "build the offline page for `dvc plots show/diff` from web/node_modules (make setup runs it)"),
 }

@@ -86,15 +86,15 @@ def model_path(root: str | Path, scheme: str, seed: int) -> Path:
     return Path(root) / f"{run_name(scheme, seed)}.pt"
 
 
-def teacher_unavailable(dataset: Dataset) -> str | None:
-    """Why no PGC teacher can be trained on this dataset (None: it can)."""
-    pairs = dataset.pgc_pairs()
+def teacher_unavailable(dataset: Dataset, scheme: str | None = None) -> str | None:
+    """Why no PGC teacher can be trained for `scheme` (None: for every scheme) on this dataset (None: it can)."""
+    pairs = dataset.pgc_pairs(scheme)
     n_train, n_val = int((pairs["split"] == "train").sum()), int((pairs["split"] == "val").sum())
     if len(dataset.pgc) == 0:
         return "the source has no PGC pairs (professional music-video segments), so there is no teacher"
     if n_train == 0 or n_val == 0 or "pgc/val" not in dataset.eval_sets:
         return (f"the PGC pairs leave {n_train} for training and {n_val} for validation after excluding the music "
-                "that music-disjoint schemes hold out; a teacher needs both")
+                f"{'the scheme ' + scheme if scheme else 'the music-disjoint schemes'} hold(s) out; a teacher needs both")
     return None
 
 

@@ -91,7 +91,7 @@ def export_tt150k(ds: Dataset, out: str | Path, *, scheme: str, video_visual: np
     visual = _rows_of(video_visual, video_feature_ids, ds.video_ids, "video_visual")
     audio = _rows_of(music_audio, music_feature_ids, ds.music_ids, "music_audio")
     smile = _rows_of(music_smile, music_feature_ids, ds.music_ids, "music_smile")
-    pgc = ds.pgc_pairs()  # excluded pairs (music some scheme holds out) are not the teacher's
+    pgc = ds.pgc_pairs(scheme)  # pairs of music the scheme holds out would leak into its teacher
     pgc_visual = _rows_of(video_visual, video_feature_ids, pgc["video_id"].tolist(), "video_visual (PGC)") \
         if len(pgc) else None
     pgc_dir = Path(pgc_dir) if pgc_dir is not None else None

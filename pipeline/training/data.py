@@ -102,8 +102,8 @@ def build_train_data(features: Features | str, dataset: Dataset, scheme: str, ki
         ids = dataset.video_ids
         train_ids, music_of, uploader, uploader_dist, prior = _ugc_triples(dataset, scheme)
         key = f"{scheme}/val"
-    elif kind == "pgc":
-        pgc = dataset.pgc_pairs()
+    elif kind == "pgc":  # the teacher of `scheme`'s students (another name: a teacher for every scheme)
+        pgc = dataset.pgc_pairs(scheme if scheme in dataset.schemes else None)
         ids = pgc["video_id"].tolist()
         train = pgc[pgc["split"] == "train"]
         train_ids, music_of = train["video_id"].tolist(), train["music_id"].tolist()
@@ -117,6 +117,8 @@ def build_train_data(features: Features | str, dataset: Dataset, scheme: str, ki
     if key not in dataset.eval_sets:
         raise DataError(f"dataset: no validation set {key!r}; have {sorted(dataset.eval_sets)}")
     es = dataset.eval_sets[key]
+    if kind == "pgc":  # the PGC val pairs the scheme does not hold out
+        es = es.subset(pgc.loc[pgc["split"] == "val", "video_id"])
     val_ids = list(es.video_id)
     candidates = np.concatenate([es.positive[:, None], es.negatives], axis=1)
     val_weight = es.weight
