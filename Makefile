@@ -2,6 +2,9 @@
 PY ?= python3.11
 VENV := .venv
 BIN := $(VENV)/bin
+# A Debian package the set-up needs, installed only as root (CI runs as root on a clean Debian machine).
+apt_install = { [ "$$(id -u)" = 0 ] && apt-get update -qq && \
+	DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends $(1); }
 
 .PHONY: setup repro repro-all test test-all e2e
 
@@ -12,6 +15,13 @@ setup:
 	$(BIN)/pip install --quiet --no-deps -r requirements-nodeps.txt
 	$(BIN)/pip install --quiet --no-deps --no-build-isolation -e .
 	$(BIN)/python -m pipeline.numba_cache  # compile librosa's numba kernels once, before anything runs them in parallel
+# offline `dvc plots`: the pinned vega, vega-lite, vega-embed (web/package-lock.json) inlined into the page
+# that .dvc/config names as plots.html_template
+	command -v npm >/dev/null || $(call apt_install,npm) || { echo "npm is needed for the offline plots page: apt-get install npm (as root)" >&2; exit 1; }
+	npm ci --prefix web --ignore-scripts --omit=optional --no-audit --no-fund --loglevel=error
+	$(BIN)/python -m pipeline offline-plots
+# headless Chromium for the test that the page draws a chart (skipped, with the reason, when absent)
+	command -v chromium >/dev/null || $(call apt_install,chromium) || echo "no chromium (installing needs root): the offline plots test will skip"
 
 # The stages run `python -m stages.<name>`: the venv goes first on PATH so that `python` is its interpreter.
 repro:

@@ -5,6 +5,7 @@ Library code never reads params.yaml; a stage reads its group and calls `from_gr
 from __future__ import annotations
 
 import dataclasses
+import typing
 from pathlib import Path
 from typing import Any, TypeVar
 
@@ -24,10 +25,23 @@ def _nested_type(f: dataclasses.Field):
     return None
 
 
+def _as_declared(value: Any, hint: Any) -> Any:
+    """A whole number given for a float field, as a float.
+
+    YAML and `dvc exp run -S key=40` write 40 where the field is a float; the config saved beside a model
+    must not depend on that spelling, or the same run would write different bytes.
+    """
+    allowed = typing.get_args(hint) or (hint,)
+    if float in allowed and int not in allowed and isinstance(value, int) and not isinstance(value, bool):
+        return float(value)
+    return value
+
+
 def from_group(cls: type[T], group: dict[str, Any] | None, name: str) -> T:
     """Build dataclass `cls` from a params group; unknown keys are an error, not silently ignored."""
     group = dict(group or {})
     fields = {f.name: f for f in dataclasses.fields(cls)}
+    hints = typing.get_type_hints(cls)
     unknown = sorted(set(group) - set(fields))
     if unknown:
         raise ParamsError(f"params group {name!r}: unknown key(s) {unknown}; known: {sorted(fields)}")
@@ -38,7 +52,7 @@ def from_group(cls: type[T], group: dict[str, Any] | None, name: str) -> T:
             if not isinstance(value, dict):
                 raise ParamsError(f"params {name}.{key}: expected a mapping, got {value!r}")
             value = from_group(sub, value, f"{name}.{key}")
-        kwargs[key] = value
+        kwargs[key] = _as_declared(value, hints.get(key))
     obj = cls(**kwargs)
     check = getattr(obj, "validate", None)
     if check is not None:

@@ -39,6 +39,7 @@ from pipeline.sampling.dataset import Dataset
 from pipeline.training.checkpoint import cpu_state, data_fingerprint, save_torch
 from pipeline.training.config import TrainConfig
 from pipeline.training.data import TrainData, build_train_data, build_union_data, uploader_distributions
+from pipeline.training.diagnostics import taste_diagnostics
 from pipeline.training.loop import fit, validation_recall
 
 log = logging.getLogger(__name__)
@@ -107,15 +108,15 @@ def model_path(root: str | Path, scheme: str, seed: int) -> Path:
     return Path(root) / f"{run_name(scheme, seed)}.pt"
 
 
-def teacher_unavailable(dataset: Dataset) -> str | None:
-    """Why no PGC teacher can be trained on this dataset (None: it can)."""
-    pairs = dataset.pgc_pairs()
+def teacher_unavailable(dataset: Dataset, scheme: str | None = None) -> str | None:
+    """Why no PGC teacher can be trained for `scheme` (None: for every scheme) on this dataset (None: it can)."""
+    pairs = dataset.pgc_pairs(scheme)
     n_train, n_val = int((pairs["split"] == "train").sum()), int((pairs["split"] == "val").sum())
     if len(dataset.pgc) == 0:
         return "the source has no PGC pairs (professional music-video segments), so there is no teacher"
     if n_train == 0 or n_val == 0 or "pgc/val" not in dataset.eval_sets:
         return (f"the PGC pairs leave {n_train} for training and {n_val} for validation after excluding the music "
-                "that music-disjoint schemes hold out; a teacher needs both")
+                f"{'the scheme ' + scheme if scheme else 'the music-disjoint schemes'} hold(s) out; a teacher needs both")
     return None
 
 
@@ -162,13 +163,14 @@ def train_teachers(features: Features, dataset: Dataset, cfg: CMVAEConfig, runs:
     return summaries
 
 
-def _unavailable(v: Variant, dataset: Dataset, teacher_dir: Path | None) -> str | None:
+def _unavailable(v: Variant, dataset: Dataset, schemes: Sequence[str], teacher_dir: Path | None) -> str | None:
     """Why this variant cannot be trained on this dataset (None: it can)."""
     if v.uses_teacher and teacher_dir is not None and skipped(Path(teacher_dir) / "summary.json"):
         return f"{v.name} needs the PGC teacher: {skipped(Path(teacher_dir) / 'summary.json')}"
-    pgc = dataset.pgc_pairs()
-    if v.union and not (pgc["split"] == "train").any():
-        return f"{v.name} trains on UGC + PGC pairs: the dataset has no PGC training pairs"
+    if v.union:
+        for scheme in schemes:
+            if not (dataset.pgc_pairs(scheme)["split"] == "train").any():
+                return f"{v.name} trains on UGC + PGC pairs: the dataset has no PGC training pairs for {scheme}"
     return None
 
 
@@ -206,12 +208,12 @@ def _recall_with_uploaders(model, data: TrainData, dataset: Dataset, scheme: str
 def _post_hoc(v: Variant, features: Features, dataset: Dataset, student: DebCMConfig, runs: RunsConfig,
               out_dir: Path, work_dir: Path, teacher_dir: Path | None, live_dir: Path | None,
               params: BaselineParams) -> dict[str, dict]:
-    """Train the base variant as it trains itself (same seeds: the same models), then fit the re-ranking."""
+    """Train the base variant as it trains itself (same seeds: the same models), then derive this one from it."""
     base_dir = work_dir / "base"
     base = train_variant(v.base, features, dataset, student, runs, base_dir, work_dir / "base_runs", teacher_dir,
                          live_dir, params)
     if "skipped" in base:
-        return {"skipped": f"{v.name} re-ranks {v.base}: {base['skipped']}"}
+        return {"skipped": f"{v.name} is derived from {v.base}: {base['skipped']}"}
     base_spec, pool = variant(v.base, student, params), torch.tensor(dataset.pool_mask(), dtype=torch.bool)
     summaries = {}
     for scheme in runs.schemes_of(dataset):
@@ -219,7 +221,8 @@ def _post_hoc(v: Variant, features: Features, dataset: Dataset, student: DebCMCo
             run = run_name(scheme, seed)
             data = _train_data(base_spec, features, dataset, scheme)
             model = v.build(load_model(model_path(base_dir, scheme, seed)), int(pool.sum()))
-            info = {"base": {k: base[run][k] for k in SUMMARY_KEYS}, **model.fit(data, pool)}
+            fitted = model.fit(data, pool) if hasattr(model, "fit") else {}
+            info = {"base": {k: base[run][k] for k in SUMMARY_KEYS}, **fitted}
             score = _recall_with_uploaders(model, data, dataset, scheme, runs.loop.val_k)
             _save(model, score, _loop(runs, seed), data, model_path(out_dir, scheme, seed))
             summaries[run] = _fitted_summary(score, info)
@@ -236,7 +239,7 @@ def train_variant(name: str, features: Features, dataset: Dataset, student: DebC
     each run's summary, or {"skipped": reason} when the dataset cannot give it (no PGC for a PGC variant)."""
     params = params or BaselineParams()
     v = variant(name, student, params)
-    reason = _unavailable(v, dataset, teacher_dir)
+    reason = _unavailable(v, dataset, runs.schemes_of(dataset), teacher_dir)
     if reason:
         log.warning("%s skipped: %s", name, reason)
         return {"skipped": reason}
@@ -257,11 +260,13 @@ def train_variant(name: str, features: Features, dataset: Dataset, student: DebC
                 score = validation_recall(model, data, loop.val_k)
                 _save(model, score, loop, data, path)
                 summaries[run] = _fitted_summary(score, info)
-            else:
-                teacher, extra = _teacher(v, teacher_dir, seed)
-                s = _fit_one(model, data, loop, path, work_dir / run, None if live_dir is None else live_dir / run,
-                             teacher=teacher, extra=extra)
-                summaries[run] = {k: s[k] for k in SUMMARY_KEYS}
+                continue
+            teacher, extra = _teacher(v, teacher_dir, seed)
+            s = _fit_one(model, data, loop, path, work_dir / run, None if live_dir is None else live_dir / run,
+                         teacher=teacher, extra=extra)
+            summaries[run] = {k: s[k] for k in SUMMARY_KEYS}
+            if getattr(getattr(model, "config", None), "confounder", None) == "interaction":
+                summaries[run].update(taste_diagnostics(model.taste_matrix(), data))  # training pairs only
     return summaries
 
 

@@ -1,9 +1,11 @@
 """Diagonal Gaussian posteriors: product of experts, analytic KLs and reparameterised sampling.
 
-Every latent in CMVAE/DebCM is a diagonal Gaussian N(mu, diag(exp(logvar))); this module is the maths.
+Every latent in CMVAE/DebCM is a diagonal Gaussian N(mu, diag(exp(logvar))); this module is the maths,
+plus the mixture of experts that CMVAE's fusion ablation (`fusion: moe`) compares PoE with.
 """
 from __future__ import annotations
 
+import math
 from dataclasses import dataclass
 from typing import Sequence
 
@@ -101,3 +103,64 @@ def kl_gaussians(q: Gaussian, p: Gaussian) -> torch.Tensor:
     ratio = torch.exp(q.logvar - p.logvar)
     mahal = (q.mu - p.mu).pow(2) * torch.exp(-p.logvar)
     return 0.5 * (p.logvar - q.logvar + ratio + mahal - 1.0).sum(dim=-1)
+
+
+def log_density(g: Gaussian, z: torch.Tensor) -> torch.Tensor:
+    """log N(z; mu, diag(var)) per row, summed over latent dims [B]."""
+    return -0.5 * ((z - g.mu).pow(2) * torch.exp(-g.logvar) + g.logvar + math.log(2 * math.pi)).sum(dim=-1)
+
+
+@dataclass
+class Mixture:
+    """A batch of mixtures of diagonal Gaussians (MMVAE's mixture of experts): `weights` [B, E] rows sum to 1;
+    a modality missing from a row has weight 0 there."""
+
+    experts: list[Gaussian]
+    weights: torch.Tensor
+
+    @classmethod
+    def uniform(cls, experts: Sequence[Gaussian], masks: Sequence[torch.Tensor | None]) -> "Mixture":
+        """Equal weight on each present expert of a row (`masks[i]` [B] bool, None = present everywhere)."""
+        ref = experts[0].mu
+        present = torch.stack([torch.ones(ref.shape[0], dtype=torch.bool, device=ref.device) if m is None
+                               else m.bool() for m in masks], dim=1)
+        if bool((~present.any(dim=1)).any()):
+            row = int(torch.nonzero(~present.any(dim=1))[0, 0])
+            raise DataError(f"mixture of experts: row {row} has every expert masked out")
+        weights = present.to(ref.dtype)
+        return cls(list(experts), weights / weights.sum(dim=1, keepdim=True))
+
+    @property
+    def mu(self) -> torch.Tensor:
+        """The mixture's mean: the weighted mean of the experts' means (what ranking uses, z = E[z])."""
+        return (self.weights.t().unsqueeze(-1) * torch.stack([g.mu for g in self.experts])).sum(dim=0)
+
+    def moments(self) -> Gaussian:
+        """The moment-matched diagonal Gaussian (same mean and per-dim variance as the mixture)."""
+        w = self.weights.t().unsqueeze(-1)
+        second = (w * torch.stack([g.var + g.mu.pow(2) for g in self.experts])).sum(dim=0)
+        mu = self.mu
+        return Gaussian(mu, torch.log(torch.clamp(second - mu.pow(2), min=1e-12)))
+
+    def sample(self) -> torch.Tensor:
+        """One reparameterised draw per row: an expert picked by its weight, then a draw from that expert."""
+        pick = torch.multinomial(self.weights, 1).squeeze(1)
+        draws = torch.stack([sample(g) for g in self.experts], dim=1)  # [B, E, d]
+        return draws[torch.arange(pick.shape[0], device=pick.device), pick]
+
+    def log_density(self, z: torch.Tensor) -> torch.Tensor:
+        """log sum_e w_e N(z; mu_e, var_e) per row [B]; an absent expert (weight 0) contributes nothing."""
+        parts = torch.stack([log_density(g, z) for g in self.experts], dim=1) + torch.log(self.weights)
+        return torch.logsumexp(parts, dim=1)
+
+
+def kl_mixture_to_standard_normal(q: Mixture, z: torch.Tensor) -> torch.Tensor:
+    """Single-sample estimate of KL(q || N(0, I)) per row at z ~ q: log q(z) - log N(z; 0, I) [B] (MMVAE;
+    a mixture has no closed-form KL)."""
+    standard = Gaussian(torch.zeros_like(z), torch.zeros_like(z))
+    return q.log_density(z) - log_density(standard, z)
+
+
+def entropy(q: Gaussian) -> torch.Tensor:
+    """Differential entropy of each row's diagonal Gaussian: 0.5 * sum(1 + log(2 pi) + logvar) [B]."""
+    return 0.5 * (1.0 + math.log(2 * math.pi) + q.logvar).sum(dim=-1)

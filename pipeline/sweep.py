@@ -31,8 +31,8 @@ log = logging.getLogger(__name__)
 def check_kl_weights(weights: Sequence[float]) -> tuple[float, ...]:
     """The weights as floats; a ParamsError unless they are distinct and >= 0 (params key sweep.kl_weights)."""
     weights = tuple(float(w) for w in weights)
-    if not weights or len(set(weights)) != len(weights) or min(weights) < 0:
-        raise ParamsError(f"sweep.kl_weights: {list(weights)}; expected distinct values >= 0")
+    if len(set(weights)) != len(weights) or (weights and min(weights) < 0):
+        raise ParamsError(f"sweep.kl_weights: {list(weights)}; expected distinct values >= 0 (empty: no sweep)")
     return weights
 
 
@@ -62,6 +62,8 @@ def kl_sweep(features: Features, dataset: Dataset, student: DebCMConfig, runs: R
         log.warning("sweep: kl_weight > 0 skipped: %s", no_teacher)
         weights = [w for w in weights if w == 0]
     rows = []
+    if not weights:
+        log.info("sweep: sweep.kl_weights is empty; no student is retrained")
     for weight in weights:
         cfg = dataclasses.replace(student, kl_weight=weight)
         with tempfile.TemporaryDirectory(prefix="kl_sweep.") as tmp:
@@ -70,7 +72,8 @@ def kl_sweep(features: Features, dataset: Dataset, student: DebCMConfig, runs: R
                                     Path(tmp) / "work", teacher_dir if weight > 0 else None)
         rows.append(sweep_row(weight, {run: s["best_score"] for run, s in summary.items()}, schemes))
         log.info("kl_weight %g: validation recall %.4f", weight, rows[-1]["val_recall"])
-    return pd.DataFrame(rows)
+    columns = ["kl_weight", "val_recall", "val_recall_std", *[f"val_{s}" for s in schemes]]
+    return pd.DataFrame(rows, columns=columns)
 
 
 def main(argv=None) -> None:

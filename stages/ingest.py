@@ -1,4 +1,5 @@
 """Stage `ingest`: import a source (the simulated world, a TT-150k release, a media folder) to data/raw/."""
+import logging
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -6,7 +7,7 @@ from pipeline.config import from_group
 from pipeline.data.importcommon import genre_code_map
 from pipeline.data.importers import ingest
 from pipeline.errors import ParamsError
-from stages.common import setup
+from stages.common import run, setup
 
 OUT = Path("data/raw")
 
@@ -16,9 +17,9 @@ class IngestParams:
     source: str = "world"  # world | tt150k | folder
     path: str = "data/world"
     csv: str = "pairs.csv"  # folder source: the pairs table inside `path`
-    # tt150k: the PGC folder. dvc.yaml lists it as a dependency, so params.yaml cannot leave it null: there it
-    # defaults to `path` itself, which (like null or "auto") means <path>/../pgc, else <path>/pgc.
-    pgc: str | None = None
+    # tt150k: the PGC folder relative to `path` (dvc.yaml tracks `${ingest.path}/${ingest.pgc}`, so a change in
+    # it re-runs ingest): ".." + "/pgc" for a sibling; "." looks beside (untracked: a warning) and inside `path`.
+    pgc: str = "."
     genre_names: list | None = None  # tt150k: the genre of each of the release's codes (null: schema.GENRES)
 
     def validate(self) -> None:
@@ -28,8 +29,10 @@ class IngestParams:
 
     @property
     def pgc_folder(self) -> Path | None:
-        auto = self.pgc in (None, "auto") or Path(self.pgc) == Path(self.path)
-        return None if auto else Path(self.pgc)
+        if Path(self.pgc).is_absolute():
+            raise ParamsError(f"ingest.pgc={self.pgc!r}: give the PGC folder relative to ingest.path (e.g. ../pgc), "
+                              "so that DVC tracks it")
+        return None if Path(self.pgc) == Path(".") else Path(self.path) / self.pgc
 
 
 def main() -> None:
@@ -38,8 +41,8 @@ def main() -> None:
     if p.source == "tt150k":
         kw.update(pgc=p.pgc_folder, genre_names=p.genre_names)
     info = ingest(p.source, Path(p.path), OUT, **kw)
-    print(f"ingest: {info}")
+    logging.getLogger("stages.ingest").info("ingest: %s", info)
 
 
 if __name__ == "__main__":
-    main()
+    run(main)

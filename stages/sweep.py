@@ -51,6 +51,8 @@ def main() -> None:
     table = kl_sweep(load_features("data/features"), dataset, student, runs, p.kl_weights, Path("models/teacher"))
     with atomic_path(OUT) as tmp:
         table.to_csv(tmp, index=False, float_format="%.6f")
+    if table.empty:
+        return
     best = table.loc[table["val_recall"].idxmax()]
     log.info("sweep: best validation recall %.4f at kl_weight %g (params.yaml has %g)", best["val_recall"],
              best["kl_weight"], student.kl_weight)

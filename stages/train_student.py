@@ -37,7 +37,8 @@ def main(argv=None) -> None:
         summary = train_variant(args.variant, features, dataset, student, runs, tmp,
                                 Path(".cache/train") / args.variant, teacher, live, params)
         (tmp / "summary.json").write_text(json.dumps(summary, indent=2, sort_keys=True) + "\n")
-    log.info("%s: %s", args.variant, summary.get("skipped") or {k: round(v["best_score"], 4) for k, v in summary.items()})
+    log.info("%s: %s", args.variant,
+             summary.get("skipped") or {k: round(v["best_score"], 4) for k, v in summary.items()})
 
 
 if __name__ == "__main__":

@@ -59,8 +59,8 @@ def test_variants_change_one_thing_each():
     assert not variant("student", dataclasses.replace(STUDENT, kl_weight=0.0)).uses_teacher
     with pytest.raises(ParamsError, match="baseline 'nope'"):
         variant("nope", STUDENT)
-    assert evaluated_variants(BaselineParams(variants=("ridge", "cmvae"))) == ["student", "ridge", "cmvae"]
-    assert metrics_path("ridge").as_posix() == "metrics/variants/ridge.json"
+    assert evaluated_variants(BaselineParams(variants=("linear", "cmvae"))) == ["student", "linear", "cmvae"]
+    assert metrics_path("linear").as_posix() == "metrics/variants/linear.json"
 
 
 def test_runs_config_is_checked(world):  # noqa: F811
@@ -136,12 +136,15 @@ def test_union_data_is_exactly_the_ugc_and_pgc_training_pairs(world):  # noqa: F
     pairs = union_pairs(ds, "weak")
     split = ds.split("weak")
     ugc_train = ds.ugc[ds.ugc["video_id"].isin(split.loc[split["split"] == "train", "video_id"])]
-    pgc = ds.pgc_pairs()
+    pgc = ds.pgc_pairs("weak")  # the weak scheme's teacher's pairs
     assert set(ds.pgc["split"]) >= {"train", "val"}
     expected = set(zip(ugc_train["video_id"], ugc_train["music_id"])) | \
         set(zip(*pgc.loc[pgc["split"] == "train", ["video_id", "music_id"]].to_numpy().T))
     assert set(zip(pairs["video_id"], pairs["music_id"])) == expected and len(pairs) == len(expected)
-    assert not set(pairs["video_id"]) & set(ds.pgc.loc[ds.pgc["split"] != "train", "video_id"])  # no val, excluded
+    assert not set(pairs["video_id"]) & set(ds.pgc.loc[ds.pgc["split"] != "train", "video_id"])  # no PGC val pair
+    strong = union_pairs(ds, "strong")
+    held = ds.held_out_music("strong")
+    assert held and not set(strong.loc[strong["source"] == "pgc", "music_id"]) & held  # no held-out music
     ugc, union = build_train_data(feats, ds, "weak"), build_union_data(feats, ds, "weak")
     n_ugc, n_pgc = len(ugc.video_idx), int((pgc["split"] == "train").sum())
     assert len(union.video_idx) == n_ugc + n_pgc
@@ -172,16 +175,16 @@ def test_closed_form_and_union_variants_fit_save_and_evaluate(world, tmp_path): 
     features_dir, ds, _ = world
     feats = load_features(features_dir)
     params = BaselineParams(ridge_alphas=(10.0, 1000.0))
-    summary = train_variant("ridge", feats, ds, STUDENT, one_run(), tmp_path / "ridge", tmp_path / "w", params=params)
+    summary = train_variant("linear", feats, ds, STUDENT, one_run(), tmp_path / "linear", tmp_path / "w", params=params)
     assert summary["weak_s0"]["epochs_run"] == 0 and summary["weak_s0"]["fit"]["alpha"] in (10.0, 1000.0)
-    model = load_model(model_path(tmp_path / "ridge", "weak", 0))
+    model = load_model(model_path(tmp_path / "linear", "weak", 0))
     data = build_train_data(feats, ds, "weak")
     from pipeline.training.loop import validation_recall
     assert validation_recall(model, data, 25) == pytest.approx(summary["weak_s0"]["best_score"])
-    per_seed, _ = evaluate_runs(load_runs(tmp_path / "ridge", ["weak"], [0]), feats, ds, ks=(10, 25))
+    per_seed, _ = evaluate_runs(load_runs(tmp_path / "linear", ["weak"], [0]), feats, ds, ks=(10, 25))
     assert 0 <= per_seed[0]["weak/full/recall@25"] <= 1
     pop = train_variant("popularity_pgc", feats, ds, STUDENT, one_run(), tmp_path / "pop", tmp_path / "w")
-    pgc_train = int((ds.pgc_pairs()["split"] == "train").sum())
+    pgc_train = int((ds.pgc_pairs("weak")["split"] == "train").sum())
     assert pop["weak_s0"]["fit"]["pairs"] == len(data.video_idx) + pgc_train  # counted over UGC + PGC pairs
     no_pgc = dataclasses.replace(ds, pgc=ds.pgc.iloc[:0])
     skipped = train_variant("cmvae_pgc", feats, no_pgc, STUDENT, one_run(), tmp_path / "x", tmp_path / "w")
@@ -196,7 +199,8 @@ def test_calibration_trains_its_base_as_the_base_variant_and_is_the_base_at_weig
                             params=BaselineParams(calibration_weight=0.8))
     assert summary["weak_s0"]["fit"]["base"] == base["weak_s0"] and summary["weak_s0"]["fit"]["temperature"] > 0
     assert not (tmp_path / "w2").exists()  # the base's folder is temporary
-    model, plain = load_model(model_path(tmp_path / "cal", "weak", 0)), load_model(model_path(tmp_path / "cmvae", "weak", 0))
+    model = load_model(model_path(tmp_path / "cal", "weak", 0))
+    plain = load_model(model_path(tmp_path / "cmvae", "weak", 0))
     assert isinstance(model, Calibrated) and model.config.weight == 0.8
     assert all(torch.equal(a, b) for a, b in zip(model.base.state_dict().values(), plain.state_dict().values()))
     ranks = {name: evaluate_runs({("weak", 0): m}, feats, ds, ks=(10, 25))[1]["rank_full"]

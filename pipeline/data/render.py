@@ -1,11 +1,13 @@
 """Media renderer of the simulated world: latent rows (pipeline.data.latents) -> real WAV and MP4 files.
 
 The media carry the latents in ways pretrained extractors can see: genre in drum pattern and timbre, tempo
-in a trackable beat, mode by valence, loudness by energy; scene in shapes, mood in colour, a visual beat.
+in a trackable beat, valence in the mode and in a bright bell line against a dark pad, loudness by energy;
+scene in shapes, mood in colour, a visual beat.
 """
 from __future__ import annotations
 
 import colorsys
+import functools
 import logging
 import multiprocessing
 import os
@@ -88,6 +90,16 @@ def _ride(sr: int, rng: np.random.Generator) -> np.ndarray:
 
 
 _TABLE = 2048
+_TABLE_X = np.arange(_TABLE + 1)
+
+
+@functools.lru_cache(maxsize=16)
+def _harmonic_sines(n_harmonics: int) -> np.ndarray:
+    """[_TABLE + 1, n_harmonics] one period of each harmonic's sine; the same for every note, so made once."""
+    k = np.arange(1.0, n_harmonics + 1.0)
+    sines = np.sin(2 * np.pi * np.outer(_TABLE_X / _TABLE, k))
+    sines.flags.writeable = False
+    return sines
 
 
 def _note(freq: float, dur: float, sr: int, rolloff: float, decay: float, attack: float = 0.005,
@@ -98,12 +110,16 @@ def _note(freq: float, dur: float, sr: int, rolloff: float, decay: float, attack
     t = np.arange(n) / sr
     k = np.arange(1.0, 13.0)
     k = k[k * freq < 0.45 * sr]
-    table = np.sin(2 * np.pi * np.outer(np.arange(_TABLE + 1) / _TABLE, k)) @ (k ** -rolloff / (k ** -rolloff).sum())
-    cycles = freq * (t + vibrato / (2 * np.pi * 5.5) * np.sin(2 * np.pi * 5.5 * t))
+    table = _harmonic_sines(len(k)) @ (k ** -rolloff / (k ** -rolloff).sum())
+    cycles = freq * (t + vibrato / (2 * np.pi * 5.5) * np.sin(2 * np.pi * 5.5 * t)) if vibrato else freq * t
     env = _decay_env(n, sr, decay, attack)
     tail = min(n, int(0.01 * sr))
     env[-tail:] *= np.linspace(1.0, 0.0, tail)  # no click at the note's end
-    return np.interp((cycles % 1.0) * _TABLE, np.arange(_TABLE + 1), table) * env
+    # linear interpolation in the table as np.interp computes it (slope * (x - x_j) + y_j: the same bits), without
+    # its binary search per sample, the grid being the integers; x < _TABLE, so j + 1 stays in the table
+    x = (cycles % 1.0) * _TABLE
+    j = x.astype(np.intp)
+    return ((x - j) * np.diff(table)[j] + table[j]) * env
 
 
 def _place(buf: np.ndarray, sound: np.ndarray, t: float, sr: int, gain: float = 1.0) -> None:
@@ -174,8 +190,29 @@ def _swing(pos: float, ratio: float) -> float:
     return whole + (ratio if abs(frac - 0.5) < 1e-9 else frac)
 
 
+# Valence sets the balance of a bright bell line against a dark low pad (happy music sounds higher and
+# brighter, sad music lower and darker): each layer's level moves VALENCE_DB decibels over valence 0..1,
+# in opposite directions, so their level difference is linear in valence.
+VALENCE_DB = 24.0
+VALENCE_LAYER = 0.3  # both layers' level at valence 0.5, relative to the drums (unit RMS)
+
+
+def _valence_layers(roots: list[int], third: int, beat: float, n: int, sr: int) -> tuple[np.ndarray, np.ndarray]:
+    """(bells, pad): an 8th-note arpeggio of the bar's chord two octaves above the chords, and the chord held
+    low and soft, one bar per root in `roots`."""
+    bells, pad = np.zeros(n), np.zeros(n)
+    for bar, root in enumerate(roots):
+        t0 = 4 * bar * beat
+        for s, c in enumerate((0, third, 7, 12, 7, third, 0, 7)):
+            _place(bells, _note(_midi_hz(root + 48 + c), 0.5 * beat, sr, 1.2, 9.0, 0.002), t0 + 0.5 * s * beat, sr)
+        for c in (0, third, 7):
+            _place(pad, _note(_midi_hz(root + 12 + c), 4 * beat, sr, 3.0, 0.3, 0.15), t0, sr)
+    return bells, pad
+
+
 def render_music_clip(row: Mapping, path: Path, spec: RenderSpec) -> None:
-    """Render one music clip: the genre's drums at the clip's tempo, bass and chords in the valence's mode."""
+    """Render one music clip: the genre's drums at the clip's tempo, bass and chords in the valence's mode, and
+    the valence's balance of bells against a pad."""
     mid = _field(row, "music_id", "music")
     genre = _field(row, "genre", "music")
     if genre not in GENRES:
@@ -233,6 +270,9 @@ def render_music_clip(row: Mapping, path: Path, spec: RenderSpec) -> None:
         return x / (np.sqrt(np.mean(x ** 2)) + 1e-12)
 
     mix = st.levels[0] * unit(drums) + st.levels[1] * unit(bass) + st.levels[2] * (0.6 + 0.6 * energy) * unit(harm)
+    bells, pad = _valence_layers([key + prog[bar % 4] for bar in range(n_bars)], third, beat, n, sr)
+    tilt = 10.0 ** (VALENCE_DB * (valence - 0.5) / 20.0)
+    mix += VALENCE_LAYER * (tilt * unit(bells) + unit(pad) / tilt)
     if st.lowpass_hz:
         mix = scipy.signal.sosfilt(scipy.signal.butter(2, st.lowpass_hz, fs=sr, output="sos"), mix)
     mix = unit(mix) * 10.0 ** ((-30.0 + 18.0 * energy) / 20.0)  # loudness by energy: -30 to -12 dBFS RMS

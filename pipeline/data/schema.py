@@ -1,4 +1,5 @@
-"""The canonical raw layout (DESIGN section 3): the one data contract every source is imported into.
+"""The canonical raw layout (docs/architecture.md section 2): the one data contract every source is
+imported into.
 
 ```
 data/raw/
@@ -27,7 +28,7 @@ from pipeline.errors import DataError
 
 # TT-150k-genre's six genres; the integer code of a genre is its index here.
 GENRES: tuple[str, ...] = ("classical", "jazz", "hiphop", "reggae", "pop", "metal")
-# Genre counts of TT-150k-genre's 3,003 clips (DESIGN section 1), used to skew the simulated world.
+# Genre counts of TT-150k-genre's 3,003 clips (docs/architecture.md section 8), to skew the simulated world.
 GENRE_COUNTS: tuple[int, ...] = (1330, 665, 651, 311, 42, 4)
 
 KINDS = ("ugc", "pgc")

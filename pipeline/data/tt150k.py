@@ -1,4 +1,5 @@
-"""Importer of a TT-150k release (DESIGN section 1: release format and the forms the public code reads).
+"""Importer of a TT-150k release (docs/architecture.md section 8: its release format and the forms the public
+code reads).
 
 Every file is read through pipeline.data.safenpy (object arrays are unpickled without running anything);
 feature widths come from the data; the release's genre codes are named by `ingest.genre_names`.
@@ -242,7 +243,7 @@ def resolve_pgc(src: Path, pgc: Path | None) -> tuple[Path | None, str | None]:
     if pgc is not None:
         if not Path(pgc).is_dir():
             raise DataError(f"{pgc}: ingest.pgc names no folder; expected the release's PGC folder holding "
-                            f"{list(PGC_FILES)} (set ingest.pgc equal to ingest.path to look beside and inside it)")
+                            f"{list(PGC_FILES)}, relative to ingest.path (ingest.pgc: . looks beside and inside it)")
         return Path(pgc), "ingest.pgc"
     sibling, child = src.resolve().parent / "pgc", src / "pgc"
     found = [(p, how) for p, how in ((sibling, "sibling"), (child, "child")) if p.is_dir()]
@@ -251,12 +252,12 @@ def resolve_pgc(src: Path, pgc: Path | None) -> tuple[Path | None, str | None]:
                         "the one to use")
     if found and found[0][1] == "sibling":
         log.warning("%s: PGC folder found beside the release; DVC re-runs ingest on its changes only when "
-                    "ingest.pgc names it", sibling)
+                    "ingest.pgc names it (ingest.pgc: ../pgc)", sibling)
     return found[0] if found else (None, None)
 
 
 def import_tt150k(src: Path, out: Path, pgc: Path | None = None, genre_names=None) -> dict:
-    """Import a TT-150k release (DESIGN section 1, release format), keeping its split, negatives and weights.
+    """Import a TT-150k release (docs/architecture.md section 8), keeping its split, negatives and weights.
 
     `pgc`: the PGC folder (default: `<src>/../pgc` as the release's README lays it out, else `<src>/pgc`);
     its features are appended to the same matrices under their own ids. `genre_names`: the genre of each

@@ -1,8 +1,11 @@
-"""The causal world simulator (DESIGN section 2): latent content, true compatibility, confounded choices.
+"""The causal world simulator (docs/architecture.md section 5): latent content, true compatibility,
+confounded choices.
 
 UGC choice follows P(m | v, u) ~ pop(m)^a * pi_u(g_m)^b * exp(c(v, m) / tau): the uploader's genre taste
-pi_u confounds what is observed. PGC pairs are chosen by c(v, m) alone. Everything is drawn from one
-seeded generator in a fixed order, so the same params give the same world.
+pi_u confounds what is observed. PGC pairs are chosen by c(v, m) alone. With `content_coupling` > 0 the
+taste also shapes what a UGC uploader films (`couple_to_taste`): a backdoor path video <- uploader -> music.
+Everything is drawn from one seeded generator in a fixed order, so the same params give the same world; the
+coupling draws from a second, independent one, so a world without it is unchanged to the byte.
 """
 from __future__ import annotations
 
@@ -71,6 +74,7 @@ class WorldParams:
     popularity_floor: float = 0.07  # ... and at this one from below (TT-150k min 3 of mean 49)
     min_videos_per_music: int = 3  # music used by fewer UGC videos is dropped, as TT-150k was filtered
     caption_missing: float = 0.3
+    content_coupling: float = 0.0  # uploader taste -> what UGC videos show (couple_to_taste); 0: independent
     render: bool = True
     workers: int = 0  # 0: every core
     sample_rate: int = 22050
@@ -90,6 +94,8 @@ class WorldParams:
                 raise ParamsError(f"world.{name} must be >= 1, got {getattr(self, name)}")
         if self.temperature <= 0:
             raise ParamsError(f"world.temperature must be > 0, got {self.temperature}")
+        if not (self.content_coupling >= 0 and np.isfinite(self.content_coupling)):
+            raise ParamsError(f"world.content_coupling must be a finite number >= 0, got {self.content_coupling}")
         if not 0 <= self.caption_missing <= 1:
             raise ParamsError(f"world.caption_missing must be in [0, 1], got {self.caption_missing}")
         if self.n_music < len(GENRES):
@@ -143,19 +149,68 @@ def draw_music(rng: np.random.Generator, n: int, shares: np.ndarray, prefix: str
     })
 
 
-def draw_videos(rng: np.random.Generator, n: int, prefix: str) -> pd.DataFrame:
-    """Video latents: scene, energy and valence around the scene's profile, visual-beat tempo."""
-    scene_idx = rng.integers(0, len(SCENES), n)
-    scenes = np.array(SCENES)[scene_idx]
-    prof = np.array([SCENE_PROFILE[s] for s in scenes])
-    energy = np.clip(prof[:, 0] + 0.18 * rng.standard_normal(n), 0.02, 0.98)
-    valence = np.clip(prof[:, 1] + 0.2 * rng.standard_normal(n), 0.02, 0.98)
-    motion_tempo = prof[:, 2] * np.exp(0.15 * rng.standard_normal(n))
+def draw_video_noise(rng: np.random.Generator, n: int) -> dict[str, np.ndarray]:
+    """The random part of video latents (scene index, standard normals, render seeds), in the draw order."""
+    return {"scene_idx": rng.integers(0, len(SCENES), n), "z_energy": rng.standard_normal(n),
+            "z_valence": rng.standard_normal(n), "z_tempo": rng.standard_normal(n),
+            "render_seed": rng.integers(0, 2**62, n, dtype=np.int64)}
+
+
+def video_table(noise: dict[str, np.ndarray], prefix: str, mood_mean: np.ndarray | None = None) -> pd.DataFrame:
+    """Video latents: energy and valence around the scene's profile (or `mood_mean` [n, 2]), visual-beat tempo."""
+    scenes = np.array(SCENES)[noise["scene_idx"]]
+    prof = np.array([SCENE_PROFILE[s] for s in scenes]).reshape(len(scenes), 3)
+    mean = prof[:, :2] if mood_mean is None else mood_mean
+    energy = np.clip(mean[:, 0] + 0.18 * noise["z_energy"], 0.02, 0.98)
+    valence = np.clip(mean[:, 1] + 0.2 * noise["z_valence"], 0.02, 0.98)
+    motion_tempo = prof[:, 2] * np.exp(0.15 * noise["z_tempo"])
     return pd.DataFrame({
-        "video_id": _ids(prefix, n), "scene": scenes, "energy": energy, "valence": valence,
-        "motion_tempo": motion_tempo.round(3),
-        "render_seed": rng.integers(0, 2**62, n, dtype=np.int64),
+        "video_id": _ids(prefix, len(scenes)), "scene": scenes, "energy": energy, "valence": valence,
+        "motion_tempo": motion_tempo.round(3), "render_seed": noise["render_seed"],
     })
+
+
+def draw_videos(rng: np.random.Generator, n: int, prefix: str) -> pd.DataFrame:
+    """Video latents: scene uniform, energy and valence around the scene's profile, visual-beat tempo."""
+    return video_table(draw_video_noise(rng, n), prefix)
+
+
+# How sharply an uploader's taste picks the scenes its genres suit: for a one-genre taste, the suited scene
+# distribution softmax(SCENE_SHARPNESS * A[:, g]) puts 0.48 (hip-hop) to 0.86 (metal) on the genre's best scene.
+SCENE_SHARPNESS = 5.0
+
+
+def coupling_weight(coupling: float) -> float:
+    """w = c / (1 + c): 0 at c = 0, one half at c = 1, approaching (never reaching) 1 as c grows."""
+    return coupling / (1.0 + coupling)
+
+
+def suited_scenes(taste: np.ndarray) -> np.ndarray:
+    """[n, scenes] softmax(SCENE_SHARPNESS * sum_g pi(g) A[s, g]): the scenes a genre taste pi suits."""
+    logits = SCENE_SHARPNESS * (taste @ AFFINITY.T)
+    prob = np.exp(logits - logits.max(1, keepdims=True))
+    return prob / prob.sum(1, keepdims=True)
+
+
+def couple_to_taste(noise: dict[str, np.ndarray], taste: np.ndarray, coupling: float,
+                    rng: np.random.Generator) -> tuple[dict[str, np.ndarray], np.ndarray]:
+    """What an uploader with genre taste pi (one row of `taste` per video) films, at coupling c >= 0.
+
+    With w = c / (1 + c): the scene is drawn from (1 - w) * uniform + w * suited_scenes(pi), and the mood
+    (energy, valence) mean is (1 - w) * the scene's profile + w * sum_g pi(g) * GENRE_PROFILE[g]; the video's
+    own noise around that mean is kept. The scene is the inverse CDF of the mixture at U = (scene + u) / 6,
+    u ~ U(0, 1) from `rng`: U is uniform, and at w = 0 it returns the uncoupled scene, so the videos of worlds
+    at different c share their randomness. Returns the new noise dict and the [n, 2] mood means.
+    """
+    w = coupling_weight(coupling)
+    n_scenes = len(SCENES)
+    prob = (1.0 - w) / n_scenes + w * suited_scenes(taste)
+    u = (noise["scene_idx"] + rng.random(len(taste))) / n_scenes
+    scene_idx = (u[:, None] >= np.cumsum(prob, axis=1)[:, :-1]).sum(1)
+    scene_prof = np.array([SCENE_PROFILE[s][:2] for s in SCENES])[scene_idx]
+    genre_prof = np.array([GENRE_PROFILE[g] for g in GENRES])
+    mood_mean = (1.0 - w) * scene_prof + w * (taste @ genre_prof)
+    return {**noise, "scene_idx": scene_idx}, mood_mean
 
 
 def compatibility(videos: pd.DataFrame, music: pd.DataFrame, w: CompatibilityWeights) -> np.ndarray:
@@ -225,7 +280,7 @@ def simulate(p: WorldParams) -> dict:
     shares = genre_shares(p.genre_skew)
     music = draw_music(rng, p.n_music, shares)
     music["pop_weight"] = popularity_weights(rng, p.n_music, p)
-    ugc = draw_videos(rng, p.n_videos, "v")
+    ugc_noise = draw_video_noise(rng, p.n_videos)
     tastes = draw_tastes(rng, p.n_uploaders, shares, p.preference_concentration)
     # Uploader activity is long-tailed; every uploader posts at least one video.
     activity = rng.gamma(0.8, 1.0, p.n_uploaders)
@@ -234,6 +289,11 @@ def simulate(p: WorldParams) -> dict:
         else rng.choice(p.n_uploaders, p.n_videos, p=activity / activity.sum())
     owner = owner[rng.permutation(len(owner))]
     uploader_ids = np.array(_ids("u", p.n_uploaders))
+    mood_mean = None
+    if p.content_coupling > 0:  # its own stream: at c = 0 the main stream draws exactly what it drew before
+        ugc_noise, mood_mean = couple_to_taste(ugc_noise, tastes[owner], p.content_coupling,
+                                               np.random.default_rng([p.seed, 2]))
+    ugc = video_table(ugc_noise, "v", mood_mean)
 
     # UGC choices over the pool; music used by fewer than min_videos_per_music videos leaves the pool
     # (TT-150k was filtered the same way) and the videos that chose it choose again among what is left.
@@ -285,4 +345,7 @@ def simulate(p: WorldParams) -> dict:
 
 
 def params_dict(p: WorldParams) -> dict:
-    return dataclasses.asdict(p)
+    d = dataclasses.asdict(p)
+    if d["content_coupling"] == 0:  # an uncoupled world keeps the bytes (and dvc.lock hash) it had before the knob
+        del d["content_coupling"]
+    return d

@@ -132,6 +132,15 @@ def build_world(p: W.WorldParams, out: Path) -> dict:
     return info
 
 
+def write_not_built(out: Path, reason: str) -> dict:
+    """A placeholder world (only summary.json) for a pipeline whose source is not the world; atomic."""
+    info = {"built": False, "reason": reason}
+    log.info("world not built: %s", reason)
+    with atomic_dir(out) as tmp:
+        write_json(info, tmp / "summary.json")
+    return info
+
+
 def _features(p: W.WorldParams, latents: pd.DataFrame, music: pd.DataFrame, sim: dict, out: Path) -> None:
     from pipeline.data.simfeatures import write_features
 

@@ -2,7 +2,7 @@
 checkpoint) run on log-mel patches of each clip and averaged over time (one vector per clip).
 
 TensorFlow is imported lazily, so `load_audio` (shared with the openSMILE extractor) never loads it:
-openSMILE crashes in a process that has loaded TensorFlow (DESIGN section 5).
+openSMILE crashes in a process that has loaded TensorFlow (docs/architecture.md section 11).
 """
 from __future__ import annotations
 

@@ -1,9 +1,9 @@
 """openSMILE ComParE_2016 functionals (6373-d) per music clip, and `SmilePCA`: z-normalisation + PCA to
 128-d fitted on training music only (the papers' second music feature, `music_smile`).
 
-openSMILE crashes in a process that has loaded TensorFlow (DESIGN section 5), so when TensorFlow is
-already imported here the work runs in freshly spawned worker processes instead of this one (as with
-workers > 1; a calling script therefore needs the usual `if __name__ == "__main__":` guard).
+openSMILE crashes in a process that has loaded TensorFlow (docs/architecture.md section 11), so when
+TensorFlow is already imported here the work runs in freshly spawned worker processes instead of this one
+(as with workers > 1; a calling script therefore needs the usual `if __name__ == "__main__":` guard).
 """
 from __future__ import annotations
 

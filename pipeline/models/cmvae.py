@@ -18,11 +18,13 @@ from torch import nn
 
 from pipeline.errors import DataError, ParamsError
 from pipeline.losses import bidirectional_ranking_loss, kl_prior_loss, reconstruction_loss
-from pipeline.gaussian import Gaussian, product_of_experts, sample
+from pipeline.gaussian import Gaussian, Mixture, kl_mixture_to_standard_normal, product_of_experts, sample
 from pipeline.models.encoders import Decoder, GaussianEncoder
 from pipeline.models.scaling import Standardizer
 
 Batch = Mapping[str, torch.Tensor]
+GENERATIONS = ("cross", "dual", "none")
+FUSIONS = ("poe", "concat", "moe")
 
 
 @dataclass
@@ -40,6 +42,10 @@ class CMVAEConfig:
     use_text: bool = True  # fuse the text expert when the data has text features
     subsample: bool = True  # add the objective of each single video modality (sub-sampled training)
     poe_prior: bool = False  # include the N(0, I) expert in the product (see product_of_experts)
+    # Ablations of the CMVAE paper (Tables 3-5); the defaults are CMVAE itself.
+    generation: str = "cross"  # cross: z_m decodes the video, z_v the music; dual: each its own; none
+    fusion: str = "poe"  # poe; concat: JMVAE's one encoder on [visual; text; has_text]; moe: MMVAE's mixture
+    inference_text: bool = True  # False: video_embedding ignores text (text missing at test; set on a trained model)
 
     def __post_init__(self) -> None:
         self.hidden_dims = tuple(int(h) for h in self.hidden_dims)
@@ -54,6 +60,9 @@ class CMVAEConfig:
         for name in ("margin", "alpha", "beta", "gamma"):
             if getattr(self, name) < 0:
                 raise ParamsError(f"model.{name}={getattr(self, name)}: expected >= 0")
+        for name, allowed in (("generation", GENERATIONS), ("fusion", FUSIONS)):
+            if getattr(self, name) not in allowed:
+                raise ParamsError(f"model.{name}={getattr(self, name)!r}: expected one of {allowed}")
 
 
 def require(batch: Batch, key: str, rows: int | None = None, dim: int | None = None, who: str = "batch") -> torch.Tensor:
@@ -66,6 +75,14 @@ def require(batch: Batch, key: str, rows: int | None = None, dim: int | None = N
     if dim is not None and (x.ndim != 2 or x.shape[1] != dim):
         raise DataError(f"{who}[{key!r}]: shape {tuple(x.shape)}, expected (batch, {dim})")
     return x
+
+
+def without_text(batch: Batch, text_dim: int) -> dict[str, torch.Tensor]:
+    """The batch as if no video had a caption: zero text, every text_mask False (other keys kept)."""
+    n = require(batch, "visual").shape[0]
+    visual = batch["visual"]
+    return {**batch, "text": visual.new_zeros(n, text_dim),
+            "text_mask": torch.zeros(n, dtype=torch.bool, device=visual.device)}
 
 
 class CMVAE(nn.Module):
@@ -81,13 +98,19 @@ class CMVAE(nn.Module):
         d, hidden, p = config.latent_dim, config.hidden_dims, config.dropout
         self.visual_dim, self.music_dim = int(visual_dim), int(music_dim)
         self.text_dim = int(text_dim) if (text_dim and config.use_text) else None
-        self.visual_encoder = GaussianEncoder(visual_dim, d, hidden, p)
+        self.joint = config.fusion == "concat" and self.text_dim is not None
+        if self.joint:  # JMVAE: one encoder reads [visual ; text ; has_text], missing text entering as zeros
+            self.visual_encoder = GaussianEncoder(visual_dim + self.text_dim + 1, d, hidden, p)
+        else:
+            self.visual_encoder = GaussianEncoder(visual_dim, d, hidden, p)
         self.music_encoder = GaussianEncoder(music_dim, d, hidden, p)
-        self.text_encoder = GaussianEncoder(self.text_dim, d, hidden, p) if self.text_dim else None
-        # Cross-generation: the music latent decodes the video's features and vice versa.
-        self.visual_decoder = Decoder(d, visual_dim, hidden, p)
-        self.text_decoder = Decoder(d, self.text_dim, hidden, p) if self.text_dim else None
-        self.music_decoder = Decoder(d, music_dim, hidden, p)
+        self.text_encoder = GaussianEncoder(self.text_dim, d, hidden, p) if self.text_dim and not self.joint else None
+        # Cross-generation (CMVAE): the music latent decodes the video's features and vice versa; dual: each
+        # latent decodes its own modality; none: no decoders.
+        generate = config.generation != "none"
+        self.visual_decoder = Decoder(d, visual_dim, hidden, p) if generate else None
+        self.text_decoder = Decoder(d, self.text_dim, hidden, p) if self.text_dim and generate else None
+        self.music_decoder = Decoder(d, music_dim, hidden, p) if generate else None
         # Per-column standardisation of each input (identity until fit_scaling); reconstruction targets too.
         self.scalers = nn.ModuleDict({"visual": Standardizer(visual_dim), "music": Standardizer(music_dim)})
         if self.text_dim:
@@ -116,21 +139,55 @@ class CMVAE(nn.Module):
         text_mask = require(batch, "text_mask", rows=n).bool()
         return visual_q, self.text_encoder(text), text_mask
 
-    def _fuse(self, visual_q: Gaussian, text_q: Gaussian | None, text_mask: torch.Tensor | None) -> Gaussian:
+    def _joint_posterior(self, batch: Batch, with_text: bool) -> Gaussian:
+        """JMVAE fusion: q(z | [visual ; text * has_text ; has_text]); with_text=False: the visual-only view."""
+        visual = self._input(batch, "visual")
+        n = visual.shape[0]
+        text = self._input(batch, "text", rows=n)
+        has_text = require(batch, "text_mask", rows=n).bool() & with_text
+        # Standardised missing text would be -mean/std, not nothing: zero it and say so in the indicator.
+        has = has_text.to(visual.dtype).unsqueeze(1)
+        return self.visual_encoder(torch.cat([visual, text * has, has], dim=1))
+
+    def _fuse(self, visual_q: Gaussian, text_q: Gaussian | None,
+              text_mask: torch.Tensor | None) -> Gaussian | Mixture:
         if text_q is None:
             return product_of_experts([visual_q], include_prior=self.config.poe_prior)
+        if self.config.fusion == "moe":
+            return Mixture.uniform([visual_q, text_q], [None, text_mask])
         return product_of_experts([visual_q, text_q], [None, text_mask], include_prior=self.config.poe_prior)
 
+    def _video_posteriors(self, batch: Batch, singles: bool) -> tuple[Gaussian | Mixture, list]:
+        """The fused video posterior and, when `singles`, the single-modality posteriors that sub-sampled
+        training adds, as (posterior, rows) with rows None = every row of the batch."""
+        if self.joint:
+            fused = self._joint_posterior(batch, with_text=True)
+            return fused, [(self._joint_posterior(batch, with_text=False), None)] if singles else []
+        visual_q, text_q, text_mask = self._video_experts(batch)
+        fused = self._fuse(visual_q, text_q, text_mask)
+        if not singles or text_q is None:
+            return fused, []
+        out = [(self._fuse(visual_q, None, None), None)]
+        rows = torch.nonzero(text_mask).squeeze(1)
+        if rows.numel() > 0:
+            out.append((self._fuse(text_q[rows], None, None), rows))
+        return fused, out
+
     def encode_video(self, batch: Batch) -> Gaussian:
-        """q(z_v | visual, text): PoE of the visual and text experts; a video without text keeps visual only."""
-        return self._fuse(*self._video_experts(batch))
+        """q(z_v | visual, text): PoE of the visual and text experts; a video without text keeps visual only.
+        (fusion concat: the joint encoder's posterior; moe: the mixture's moment-matched Gaussian.)"""
+        fused = self._video_posteriors(batch, singles=False)[0]
+        return fused.moments() if isinstance(fused, Mixture) else fused
 
     def encode_music(self, batch: Batch) -> Gaussian:
         """q(z_m | music features)."""
         return self.music_encoder(self._input(batch, "music"))
 
     def video_embedding(self, batch: Batch) -> torch.Tensor:
-        """What ranking uses for a video at inference: z_v = mu."""
+        """What ranking uses for a video at inference: z_v = mu (of the visual posterior alone when
+        inference_text is False: the same trained model queried as if no video had text)."""
+        if not self.config.inference_text and self.text_dim:
+            batch = without_text(batch, self.text_dim)
         return self.encode_video(batch).mu
 
     def music_embedding(self, batch: Batch) -> torch.Tensor:
@@ -152,33 +209,78 @@ class CMVAE(nn.Module):
         return video_z @ match_z.t()
 
     # ---- objective --------------------------------------------------------------------------
-    def _latent(self, q: Gaussian) -> torch.Tensor:
+    def _latent(self, q: Gaussian | Mixture) -> torch.Tensor:
         """A reparameterised sample while training; the mean at inference (z = mu)."""
+        if isinstance(q, Mixture):
+            return q.sample() if self.training else q.mu
         return sample(q) if self.training else q.mu
 
-    def _video_side_terms(self, video_q: Gaussian, match_z: torch.Tensor, batch: Batch,
+    @staticmethod
+    def _kl_prior(q: Gaussian | Mixture, z: torch.Tensor) -> torch.Tensor:
+        """KL(q || N(0, I)) averaged over the batch: analytic for a Gaussian, estimated at z for a mixture."""
+        return kl_mixture_to_standard_normal(q, z).mean() if isinstance(q, Mixture) else kl_prior_loss(q)
+
+    def _recon_video(self, z: torch.Tensor, batch: Batch, rows: torch.Tensor | None) -> torch.Tensor:
+        """MSE of the video's visual (and, where present, text) features decoded from latent z."""
+        visual = self._input(batch, "visual")
+        loss = reconstruction_loss(self.visual_decoder(z), visual if rows is None else visual[rows])
+        if self.text_decoder is not None:
+            text = self._input(batch, "text")
+            text_mask = require(batch, "text_mask", rows=visual.shape[0]).bool()
+            if rows is not None:
+                text, text_mask = text[rows], text_mask[rows]
+            loss = loss + reconstruction_loss(self.text_decoder(z), text, text_mask)
+        return loss
+
+    # What each latent decodes: cross (CMVAE) z_v -> music and z_m -> video; dual: each its own; none.
+    _VIDEO_DECODES = {"cross": ("recon_music",), "dual": ("recon_video",), "none": ()}
+
+    def _video_decodes(self, video_z: torch.Tensor, batch: Batch, rows: torch.Tensor | None) -> dict[str, torch.Tensor]:
+        """Reconstruction terms of the video latent (keys: _video_decode_keys), rows = a subset of the batch."""
+        gen = self.config.generation
+        if gen == "cross":
+            music = self._input(batch, "music")
+            return {"recon_music": reconstruction_loss(self.music_decoder(video_z),
+                                                       music if rows is None else music[rows])}
+        if gen == "dual":
+            return {"recon_video": self._recon_video(video_z, batch, rows)}
+        return {}
+
+    def _video_decode_keys(self) -> tuple[str, ...]:
+        return self._VIDEO_DECODES[self.config.generation]
+
+    def _music_decodes(self, match_z: torch.Tensor, batch: Batch) -> dict[str, torch.Tensor]:
+        """Reconstruction terms of the music latent z_m (after any confounder step)."""
+        gen = self.config.generation
+        if gen == "cross":
+            return {"recon_video": self._recon_video(match_z, batch, None)}
+        if gen == "dual":
+            return {"recon_music": reconstruction_loss(self.music_decoder(match_z), self._input(batch, "music"))}
+        return {}
+
+    def _video_side_terms(self, video_q: Gaussian | Mixture, match_z: torch.Tensor, batch: Batch,
                           rows: torch.Tensor | None) -> dict[str, torch.Tensor]:
-        """Terms that depend on the video posterior: KL, both ranking halves, z_v -> music reconstruction."""
+        """Terms that depend on the video posterior: KL, both ranking halves and what z_v decodes."""
         cfg = self.config
         video_z = self._latent(video_q)
-        music = self._input(batch, "music")
         music_idx = batch.get("music_idx")
         if rows is not None:
-            match_z, music = match_z[rows], music[rows]
+            match_z = match_z[rows]
             music_idx = music_idx[rows] if music_idx is not None else None
         scores = self._pair_scores(video_z, match_z, batch, rows)
         v2m, m2v = bidirectional_ranking_loss(scores, music_idx, cfg.margin, cfg.num_negatives)
-        return {
-            "kl_video": kl_prior_loss(video_q),
-            "rank_v2m": v2m,
-            "rank_m2v": m2v,
-            "recon_music": reconstruction_loss(self.music_decoder(video_z), music),
-        }
+        terms = {"kl_video": self._kl_prior(video_q, video_z), "rank_v2m": v2m, "rank_m2v": m2v}
+        terms.update(self._video_decodes(video_z, batch, rows))
+        return terms
 
     def _video_objective(self, t: Mapping[str, torch.Tensor]) -> torch.Tensor:
-        """KL_video + gamma * (L_v2m + alpha * L_m2v) + beta * recon_music: the terms a video posterior enters."""
+        """KL_video + gamma * (L_v2m + alpha * L_m2v) + beta * (what z_v decodes): the terms a video
+        posterior enters."""
         cfg = self.config
-        return t["kl_video"] + cfg.gamma * (t["rank_v2m"] + cfg.alpha * t["rank_m2v"]) + cfg.beta * t["recon_music"]
+        objective = t["kl_video"] + cfg.gamma * (t["rank_v2m"] + cfg.alpha * t["rank_m2v"])
+        for key in self._video_decode_keys():
+            objective = objective + cfg.beta * t[key]
+        return objective
 
     def _loss_terms(self, batch: Batch) -> tuple[dict[str, torch.Tensor], Gaussian, Gaussian]:
         """Every named CMVAE term plus the two posteriors (DebCM adds its teacher terms to these)."""
@@ -186,8 +288,8 @@ class CMVAE(nn.Module):
         n = visual.shape[0]
         if "music_idx" in batch:
             require(batch, "music_idx", rows=n)
-        visual_q, text_q, text_mask = self._video_experts(batch)
-        video_q = self._fuse(visual_q, text_q, text_mask)
+        cfg = self.config
+        video_q, singles = self._video_posteriors(batch, singles=cfg.subsample)
         music_q = self.encode_music(batch)
         if music_q.mu.shape[0] != n:
             raise DataError(f"batch['music']: {music_q.mu.shape[0]} rows, expected {n} (one per video)")
@@ -195,26 +297,22 @@ class CMVAE(nn.Module):
 
         terms = self._video_side_terms(video_q, match_z, batch, None)
         terms["kl_music"] = kl_prior_loss(music_q)
-        # Cross-generation: z_m (after any confounder step) decodes the video's features.
-        recon_video = reconstruction_loss(self.visual_decoder(match_z), visual)
-        if text_q is not None:
-            recon_video = recon_video + reconstruction_loss(self.text_decoder(match_z), self._input(batch, "text"),
-                                                            text_mask)
-        terms["recon_video"] = recon_video
-
+        music_side = self._music_decodes(match_z, batch)
+        terms.update(music_side)
         zero = visual.sum() * 0.0
+        for key in ("recon_video", "recon_music"):  # always logged, 0 where nothing decodes them
+            terms.setdefault(key, zero)
+
         terms["sub_visual"] = terms["sub_text"] = zero
-        if self.config.subsample and text_q is not None:
-            # Sub-sampled training: the same objective for each single video modality.
-            single_visual = self._fuse(visual_q, None, None)
-            terms["sub_visual"] = self._video_objective(self._video_side_terms(single_visual, match_z, batch, None))
-            rows = torch.nonzero(text_mask).squeeze(1)
-            if rows.numel() > 0:
-                single_text = self._fuse(text_q[rows], None, None)
-                terms["sub_text"] = self._video_objective(self._video_side_terms(single_text, match_z, batch, rows))
-        cfg = self.config
-        terms["total"] = (self._video_objective(terms) + cfg.beta * terms["recon_video"] + terms["kl_music"]
-                          + terms["sub_visual"] + terms["sub_text"])
+        # Sub-sampled training: the same objective for each single video modality (visual, then text rows).
+        for key, (single, rows) in zip(("sub_visual", "sub_text"), singles):
+            terms[key] = self._video_objective(self._video_side_terms(single, match_z, batch, rows))
+        total = self._video_objective(terms)
+        for value in music_side.values():
+            total = total + cfg.beta * value
+        terms["total"] = total + terms["kl_music"] + terms["sub_visual"] + terms["sub_text"]
+        if isinstance(video_q, Mixture):
+            video_q = video_q.moments()
         return terms, video_q, music_q
 
     def loss(self, batch: Batch) -> dict[str, torch.Tensor]:
@@ -222,5 +320,7 @@ class CMVAE(nn.Module):
 
         total = beta * (recon_video + recon_music) + kl_video + kl_music
                 + gamma * (rank_v2m + alpha * rank_m2v) + sub_visual + sub_text
+        recon_video / recon_music: MSE of the video's / the music's features, decoded from the other latent
+        (generation cross), from its own latent (dual), or 0 (none).
         """
         return self._loss_terms(batch)[0]

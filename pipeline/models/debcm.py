@@ -34,7 +34,13 @@ class DebCMConfig(CMVAEConfig):
 
     confounder: str = "concat"  # concat: the paper's z'_m = Linear([z_m ; z_u]); interaction: u^T W g(m)
     confounder_mode: str = "batch"  # concat z_u from the batch's uploaders (DebCM) or the training mean (DecRS)
+    confounder_projection: str = "residual"  # concat: z'_m = z_m + W_u z_u + b (residual) or W [z_m ; z_u] + b
     inference: str = "backdoor"  # interaction only: marginalise u with the training mean, or drop the term
+    # interaction only: W = interaction_scale * W_raw. Adam moves W_raw by about lr per step whatever the
+    # gradient's size, so at scale 1 W stays ~0.02 after the few dozen steps an early-stopped run takes while
+    # the taste effect it must carry is of order 1; the scale lets W learn at the pace the ranking scores do
+    # (chosen on training-data diagnostics, pipeline/training/diagnostics.py, README "interaction term").
+    interaction_scale: float = 1.0
     # Weight of KL(q_student || q_teacher) (sum over d, mean over batch). The paper's 40 (and its sweep
     # 5e-7..5e-2) refer to the public code's reduction, so this scale is not directly comparable.
     kl_weight: float = 40.0
@@ -43,11 +49,13 @@ class DebCMConfig(CMVAEConfig):
     def validate(self) -> None:
         super().validate()
         for name, allowed in (("confounder", CONFOUNDERS), ("confounder_mode", CONFOUNDER_MODES),
-                              ("inference", INFERENCE)):
+                              ("inference", INFERENCE), ("confounder_projection", ("residual", "linear"))):
             if getattr(self, name) not in allowed:
                 raise ParamsError(f"student.{name}={getattr(self, name)!r}: expected one of {allowed}")
         if self.kl_weight < 0:
             raise ParamsError(f"student.kl_weight={self.kl_weight}: expected >= 0")
+        if self.interaction_scale <= 0:
+            raise ParamsError(f"student.interaction_scale={self.interaction_scale}: expected > 0")
         if self.n_genres < 1:
             raise ParamsError(f"student.n_genres={self.n_genres}: expected >= 1")
 
@@ -64,7 +72,13 @@ class DebCM(CMVAE):
         d, n_g = config.latent_dim, config.n_genres
         if config.confounder == "concat":
             self.genre_embedding = nn.Linear(n_g, d, bias=False)  # E_g in R^{d x N_g}: z_u = E_g u
-            self.project = nn.Linear(2 * d, d)  # z'_m = W [z_m ; z_u] + b, back to d
+            # z'_m = W [z_m ; z_u] + b back to d. "linear": W free (the paper's literal form); "residual": W's
+            # z_m block fixed to I, z'_m = z_m + W_u z_u + b. With a free block the model can zero z_m (the
+            # noisy sampled latent): every score becomes equal, which the hardest-k hinge with margin 0.05
+            # rewards (k * margin per anchor, below what any informative ranking costs), so without the
+            # teacher's pull the student collapsed to chance after a few epochs (README "no_teacher collapse").
+            linear = config.confounder_projection == "linear"
+            self.project = nn.Linear(2 * d if linear else d, d)
         else:
             # W in R^{N_g x N_g}; zero start = pure content model until taste explains part of the choices.
             self.interaction = nn.Parameter(torch.zeros(n_g, n_g))
@@ -94,9 +108,11 @@ class DebCM(CMVAE):
         return require(batch, "uploader_dist", dim=self.config.n_genres).mean(dim=0)
 
     def _deconfound(self, music_z: torch.Tensor, u_mean: torch.Tensor) -> torch.Tensor:
-        """Backdoor adjustment (DebCM): z_u = E_g . mean(u); z'_m = Linear([z_m ; z_u])."""
+        """Backdoor adjustment (DebCM): z_u = E_g . mean(u); z'_m = Linear([z_m ; z_u]) (see confounder_projection)."""
         z_u = self.genre_embedding(u_mean).expand(music_z.shape[0], -1)
-        return self.project(torch.cat([music_z, z_u], dim=1))
+        if self.config.confounder_projection == "linear":
+            return self.project(torch.cat([music_z, z_u], dim=1))
+        return music_z + self.project(z_u)
 
     def _match_music(self, music_z: torch.Tensor, batch: Batch) -> torch.Tensor:
         if self.config.confounder != "concat":
@@ -112,15 +128,19 @@ class DebCM(CMVAE):
         if self.training:  # the video's own uploader: taste explains the uploader-driven part of a choice
             u = require(batch, "uploader_dist", dim=self.config.n_genres)
             u = u[rows] if rows is not None else u
-            return scores + u @ self.interaction @ genre.t()
+            return scores + u @ self.taste_matrix() @ genre.t()
         if self.config.inference == "backdoor":  # E_u[u]^T W g(m): the same prior for every video
-            return scores + (self._prior() @ self.interaction @ genre.t()).unsqueeze(0)
+            return scores + (self._prior() @ self.taste_matrix() @ genre.t()).unsqueeze(0)
         return scores
+
+    def taste_matrix(self) -> torch.Tensor:
+        """W of the interaction term u^T W g(m) (interaction_scale * the trained parameter)."""
+        return self.config.interaction_scale * self.interaction
 
     # ---- inference surface ----------------------------------------------------------------
     def video_embedding(self, batch: Batch) -> torch.Tensor:
         """[mu_v ; 1]: the constant column picks up each music's bias in music_embedding."""
-        mu = self.encode_video(batch).mu
+        mu = super().video_embedding(batch)
         return torch.cat([mu, torch.ones_like(mu[:, :1])], dim=1)
 
     def music_embedding(self, batch: Batch) -> torch.Tensor:
@@ -132,7 +152,7 @@ class DebCM(CMVAE):
         bias = torch.zeros_like(mu[:, :1])
         if cfg.confounder == "interaction" and cfg.inference == "backdoor":
             genre = require(batch, "music_genre", rows=mu.shape[0], dim=cfg.n_genres)
-            bias = (genre @ self.interaction.t() @ self._prior()).unsqueeze(1)
+            bias = (genre @ self.taste_matrix().t() @ self._prior()).unsqueeze(1)
         return torch.cat([match, bias], dim=1)
 
     def score(self, video_z: torch.Tensor, music_z: torch.Tensor) -> torch.Tensor:

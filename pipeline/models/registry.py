@@ -15,6 +15,7 @@ from pipeline.errors import DataError
 CLASSES = {
     "CMVAE": "pipeline.models.cmvae:CMVAE",
     "DebCM": "pipeline.models.debcm:DebCM",
+    # pipeline/models/baselines/ (the debiasing, closed-form and post-hoc baselines)
     "DebiasedCMVAE": "pipeline.models.baselines.debias:DebiasedCMVAE",
     "DebiasedDebCM": "pipeline.models.baselines.debias:DebiasedDebCM",
     "Calibrated": "pipeline.models.baselines.calibration:Calibrated",
@@ -22,6 +23,14 @@ CLASSES = {
     "Popularity": "pipeline.models.baselines.popularity:Popularity",
     "RidgeMap": "pipeline.models.baselines.ridge:RidgeMap",
     "CCAMap": "pipeline.models.baselines.cca:CCAMap",
+    # The CMVAE paper's comparison models (temporary package name, see pipeline/models/paper/__init__.py).
+    "CEVAR": "pipeline.models.paper.cevar:CEVAR",
+    "CMVBR": "pipeline.models.paper.cmvbr:CMVBR",
+    "DSCMR": "pipeline.models.paper.dscmr:DSCMR",
+    "UWML": "pipeline.models.paper.uwml:UWML",
+    "DualVAE": "pipeline.models.paper.dual_vae:DualVAE",
+    "DAVAE": "pipeline.models.paper.da_vae:DAVAE",
+    "CrossVAE": "pipeline.models.paper.cross_vae:CrossVAE",
 }
 
 

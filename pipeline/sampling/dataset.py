@@ -40,7 +40,7 @@ class SplitConfig:
     intervention_ratios: tuple[float, ...] = (0.5, 0.6, 0.7, 0.8)  # X: train hiphop share
     intervention_genres: tuple[str, str] = ("hiphop", "jazz")
     n_negatives: int = 100
-    diverse_top_uploaders: float = 0.1  # int: count of uploaders; float in (0, 1]: fraction
+    diverse_top_uploaders: float | int = 0.1  # int: count of uploaders; float in (0, 1]: fraction
     matching_top_fraction: float = 0.2
     matching_popularity_weight: float = 0.5  # w in w * rank(pop) + (1 - w) * rank(rhythm)
     intervene_scheme: str = "auto"  # test set T_diverse/T_matching come from; auto: source, else weak
@@ -94,7 +94,7 @@ class EvalSet:
         """The rows of `video_ids`, weights renormalised over them (lambda_v is per test set)."""
         keep = member(self.video_id, list(video_ids))
         w = self.weight[keep]
-        return EvalSet(self.video_id[keep], self.positive[keep], self.negatives[keep], w / w.sum())
+        return EvalSet(self.video_id[keep], self.positive[keep], self.negatives[keep], w / w.sum() if len(w) else w)
 
 
 @dataclass
@@ -112,6 +112,7 @@ class Dataset:
     info: dict = field(default_factory=dict)
     # music_id (sorted, = music_ids), genre, p_<genre> probabilities g(m), pool (the UGC ranking pool)
     music: pd.DataFrame | None = None
+    held_out: pd.DataFrame | None = None  # scheme, music_id: music the scheme evaluates on but never trains on
 
     @property
     def schemes(self) -> list[str]:
@@ -143,10 +144,19 @@ class Dataset:
             return np.ones(len(self.music_ids), dtype=bool)
         return self.music["pool"].to_numpy(dtype=bool)
 
-    def pgc_pairs(self) -> pd.DataFrame:
-        """The teacher's pairs (video_id, music_id, split train|val), sorted by video id: PGC pairs whose music
-        no music-disjoint scheme holds out (see _pgc_split)."""
-        keep = self.pgc[self.pgc["split"].isin(("train", "val"))]
+    def held_out_music(self, scheme: str | None = None) -> set:
+        """Music `scheme` evaluates on but never trains on (None: of any scheme)."""
+        if self.held_out is None:
+            return set()
+        rows = self.held_out if scheme is None else self.held_out[self.held_out["scheme"] == scheme]
+        return set(rows["music_id"])
+
+    def pgc_pairs(self, scheme: str | None = None) -> pd.DataFrame:
+        """The teacher's pairs for a student of `scheme` (video_id, music_id, split train|val), sorted by video
+        id: PGC pairs whose music the scheme does not hold out (None: that no scheme holds out). A teacher
+        trained on a held-out clip would pass that clip's look to the student: a leak (docs/architecture.md)."""
+        keep = self.pgc[self.pgc["split"].isin(("train", "val")) & ~member(self.pgc["music_id"],
+                                                                             self.held_out_music(scheme))]
         return keep.sort_values("video_id").reset_index(drop=True)
 
 
@@ -191,12 +201,9 @@ def _source_split(source: pd.DataFrame, ugc_ids: set, pgc_ids: set) -> tuple[pd.
     return ugc.sort_values("video_id").reset_index(drop=True), pgc
 
 
-def _pgc_split(pgc: pd.DataFrame, cfg: SplitConfig, shipped: pd.DataFrame | None, held_out: set) -> pd.DataFrame:
-    """PGC pairs -> train | val | excluded. A shipped PGC split is kept, otherwise a seeded random hold-out.
-
-    "excluded": a pair whose music some scheme tests on without training on it (the music-disjoint schemes'
-    val/test music): a teacher trained on it would pass that music's look to the student (a leak).
-    """
+def _pgc_split(pgc: pd.DataFrame, cfg: SplitConfig, shipped: pd.DataFrame | None) -> pd.DataFrame:
+    """PGC pairs -> train | val. A shipped PGC split is kept, otherwise a seeded random hold-out. Which of them
+    a scheme's teacher may use is Dataset.pgc_pairs(scheme)'s business (held-out music)."""
     pgc = pgc.sort_values("video_id").reset_index(drop=True)
     if shipped is not None and len(shipped):
         split = pgc["video_id"].map(shipped.set_index("video_id")["split"])
@@ -208,19 +215,19 @@ def _pgc_split(pgc: pd.DataFrame, cfg: SplitConfig, shipped: pd.DataFrame | None
         n_val = round_half_up(len(pgc) * cfg.pgc_val_fraction) if len(pgc) >= 2 else 0
         labels = np.array(["train"] * len(pgc), dtype=object)
         labels[rng_for(cfg.seed, "pgc").permutation(len(pgc))[:n_val]] = "val"
-    labels[member(pgc["music_id"], held_out)] = "excluded"
     return pgc.assign(split=labels)
 
 
-def _held_out_music(ugc: pd.DataFrame, scheme_splits: dict[str, pd.DataFrame]) -> set:
-    """Music some scheme evaluates on (val/test) but never trains on: the PGC teacher must not see it."""
+def _held_out_music(ugc: pd.DataFrame, scheme_splits: dict[str, pd.DataFrame]) -> pd.DataFrame:
+    """scheme, music_id: music each scheme evaluates on (val/test) but never trains on; its PGC teacher must
+    not see it (sorted, so the table's bytes are stable)."""
     music_of = ugc.set_index("video_id")["music_id"]
-    held: set = set()
-    for split in scheme_splits.values():
+    rows = []
+    for scheme, split in scheme_splits.items():
         by_set = {name: set(music_of.reindex(split.loc[split["split"] == name, "video_id"]).dropna())
                   for name in SPLITS}
-        held |= (by_set["val"] | by_set["test"]) - by_set["train"]
-    return held
+        rows += [(scheme, m) for m in sorted((by_set["val"] | by_set["test"]) - by_set["train"])]
+    return pd.DataFrame(rows, columns=["scheme", "music_id"])
 
 
 def _shipped_negatives(source: pd.DataFrame | None, scheme_rows: pd.DataFrame, set_name: str,
@@ -402,7 +409,7 @@ def build_dataset(videos: pd.DataFrame, pairs: pd.DataFrame, music_genres: pd.Da
     if not scheme_splits:
         raise ParamsError(f"split.schemes: no scheme could be built ({info.get('skipped') or 'none asked for'})")
     held_out = _held_out_music(ugc, scheme_splits)
-    pgc = _pgc_split(pgc, cfg, shipped_pgc, held_out)
+    pgc = _pgc_split(pgc, cfg, shipped_pgc)
 
     ugc_idx = ugc.assign(music_idx=music_index.loc[ugc["music_id"]].to_numpy())
     n_neg = _n_negatives(cfg, len(pool), "UGC pool", info)
@@ -435,15 +442,20 @@ def build_dataset(videos: pd.DataFrame, pairs: pd.DataFrame, music_genres: pd.Da
         raise ParamsError(f"split.intervene_scheme {target!r}: not built; have {list(scheme_splits)}")
     dists = upl_frames[list(scheme_splits).index(target)]
     _add_intervened_sets(eval_sets, target, ugc, videos, dists, rhythm, cfg, info)
-    pgc_counts = pgc["split"].value_counts()
+    pgc_used = {}
+    for scheme in scheme_splits:
+        used = pgc[~member(pgc["music_id"], held_out.loc[held_out["scheme"] == scheme, "music_id"])]
+        pgc_used[scheme] = {s: int((used["split"] == s).sum()) for s in ("train", "val")}
+        pgc_used[scheme]["excluded"] = len(pgc) - len(used)
     info.update(intervene_scheme=target, n_music=len(music_ids), n_pool=len(pool), n_ugc=len(ugc), n_pgc=len(pgc),
-                pgc={s: int(pgc_counts.get(s, 0)) for s in ("train", "val", "excluded")},
+                pgc=pgc_used,
                 n_uploaders=int(ugc["uploader_id"].dropna().nunique()),
                 shipped={"split": source_split is not None, "negatives": source_negatives is not None,
                          "uploaders": source_uploaders is not None})
-    if info["pgc"]["excluded"]:
-        log.info("PGC: %d pairs use music a music-disjoint scheme holds out; the teacher does not train on them",
-                 info["pgc"]["excluded"])
+    for scheme, used in pgc_used.items():
+        if used["excluded"]:
+            log.info("PGC: %d pairs use music scheme %s holds out; its teacher does not train on them",
+                     used["excluded"], scheme)
 
     all_splits = pd.concat([s.assign(scheme=k) for k, s in scheme_splits.items()], ignore_index=True)
     return Dataset(
@@ -451,7 +463,7 @@ def build_dataset(videos: pd.DataFrame, pairs: pd.DataFrame, music_genres: pd.Da
         pgc=pgc.reset_index(drop=True), splits=all_splits[["scheme", "video_id", "split"]],
         uploaders=pd.concat(upl_frames, ignore_index=True)[["scheme", "uploader_id", "n_train", *GENRES]],
         priors=pd.DataFrame(prior_rows, columns=["scheme", *GENRES]), eval_sets=eval_sets, info=info,
-        music=music_table(music_genres, music_ids, pool_ids))
+        music=music_table(music_genres, music_ids, pool_ids), held_out=held_out)
 
 
 def _file_key(key: str) -> str:
@@ -463,7 +475,7 @@ def save_dataset(ds: Dataset, out_dir: str | Path) -> None:
     with atomic_dir(out_dir) as tmp:
         write_ids(ds.video_ids, tmp / "video_ids.txt")
         write_ids(ds.music_ids, tmp / "music_ids.txt")
-        for name in ("ugc", "pgc", "splits", "uploaders", "priors", "music"):
+        for name in ("ugc", "pgc", "splits", "uploaders", "priors", "music", "held_out"):
             if getattr(ds, name) is not None:
                 write_parquet(getattr(ds, name), tmp / f"{name}.parquet")
         rows = []
@@ -490,6 +502,7 @@ def load_dataset(data_dir: str | Path) -> Dataset:
                             f"eval.parquet has {len(rows)} for {key}")
         eval_sets[key] = EvalSet(rows["video_id"].to_numpy(dtype=object), rows["positive"].to_numpy(np.int64),
                                  negs, rows["weight"].to_numpy(np.float64))
-    music = pd.read_parquet(data_dir / "music.parquet") if (data_dir / "music.parquet").exists() else None
+    optional = {n: pd.read_parquet(data_dir / f"{n}.parquet") if (data_dir / f"{n}.parquet").exists() else None
+                for n in ("music", "held_out")}
     return Dataset(video_ids=read_ids(data_dir / "video_ids.txt"), music_ids=read_ids(data_dir / "music_ids.txt"),
-                   eval_sets=eval_sets, info=json.loads((data_dir / "info.json").read_text()), music=music, **tables)
+                   eval_sets=eval_sets, info=json.loads((data_dir / "info.json").read_text()), **optional, **tables)

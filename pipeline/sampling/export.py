@@ -1,5 +1,5 @@
-"""Export a built dataset in the TT-150k release format (DESIGN section 1, "Release format" and "Exact forms
-the public code reads"), so the public reference code and other implementations can run on our splits.
+"""Export a built dataset in the TT-150k release format (docs/architecture.md section 8, as
+the public code reads it), so the public reference code and other implementations can run on our splits.
 
 Video and music ints are indices into the sorted UGC video id list and the sorted music id list
 (`Dataset.video_ids`, `Dataset.music_ids`); PGC videos are indexed in their own sorted id list.
@@ -91,7 +91,7 @@ def export_tt150k(ds: Dataset, out: str | Path, *, scheme: str, video_visual: np
     visual = _rows_of(video_visual, video_feature_ids, ds.video_ids, "video_visual")
     audio = _rows_of(music_audio, music_feature_ids, ds.music_ids, "music_audio")
     smile = _rows_of(music_smile, music_feature_ids, ds.music_ids, "music_smile")
-    pgc = ds.pgc_pairs()  # excluded pairs (music some scheme holds out) are not the teacher's
+    pgc = ds.pgc_pairs(scheme)  # pairs of music the scheme holds out would leak into its teacher
     pgc_visual = _rows_of(video_visual, video_feature_ids, pgc["video_id"].tolist(), "video_visual (PGC)") \
         if len(pgc) else None
     pgc_dir = Path(pgc_dir) if pgc_dir is not None else None

@@ -61,7 +61,7 @@ def music_popularity(train_music: np.ndarray, n_music: int) -> np.ndarray:
 
 
 def inverse_popularity_weights(eval_music: np.ndarray, train_music: np.ndarray, n_music: int) -> np.ndarray:
-    """lambda_v = (1 / pop(m_v)) / sum_v' (1 / pop(m_v'))  over one evaluation set (DESIGN 1, Metrics).
+    """lambda_v = (1 / pop(m_v)) / sum_v' (1 / pop(m_v')) over one evaluation set (docs/architecture.md, 7).
 
     pop is clipped at 1: music unseen in training (all test music in music-disjoint splits) counts as if
     one training video used it, the largest weight, instead of dividing by zero.

@@ -1,5 +1,6 @@
-"""Train/val/test splits of the UGC videos (DESIGN section 1): weak generalisation, strong generalisation
-(music-disjoint, popularity-stratified) and genre intervention (hiphop:jazz shifted between train and test).
+"""Train/val/test splits of the UGC videos (docs/architecture.md section 7): weak generalisation, strong
+generalisation (music-disjoint, popularity-stratified) and genre intervention (hiphop:jazz shifted between
+train and test).
 
 Each function returns a DataFrame video_id, split (train|val|test) sorted by video id; a video absent from
 it is not used by the scheme. Only UGC pairs take part (PGC pairs train the teacher and are split apart).

@@ -104,8 +104,8 @@ def build_train_data(features: Features | str, dataset: Dataset, scheme: str, ki
         ids = dataset.video_ids
         train_ids, music_of, uploader, uploader_dist, prior = _ugc_triples(dataset, scheme)
         key = f"{scheme}/val"
-    elif kind == "pgc":
-        pgc = dataset.pgc_pairs()
+    elif kind == "pgc":  # the teacher of `scheme`'s students (another name: a teacher for every scheme)
+        pgc = dataset.pgc_pairs(scheme if scheme in dataset.schemes else None)
         ids = pgc["video_id"].tolist()
         train = pgc[pgc["split"] == "train"]
         train_ids, music_of = train["video_id"].tolist(), train["music_id"].tolist()
@@ -119,6 +119,8 @@ def build_train_data(features: Features | str, dataset: Dataset, scheme: str, ki
     if key not in dataset.eval_sets:
         raise DataError(f"dataset: no validation set {key!r}; have {sorted(dataset.eval_sets)}")
     es = dataset.eval_sets[key]
+    if kind == "pgc":  # the PGC val pairs the scheme does not hold out
+        es = es.subset(pgc.loc[pgc["split"] == "val", "video_id"])
     val_ids = list(es.video_id)
     candidates = np.concatenate([es.positive[:, None], es.negatives], axis=1)
     val_weight = es.weight
@@ -144,11 +146,12 @@ def build_train_data(features: Features | str, dataset: Dataset, scheme: str, ki
 
 def union_pairs(dataset: Dataset, scheme: str) -> pd.DataFrame:
     """video_id, music_id, source (ugc | pgc) of the UGC + PGC training setting: the scheme's UGC training pairs
-    and the teacher's PGC training pairs (Dataset.pgc_pairs: never its validation or 'excluded' pairs)."""
+    and its teacher's PGC training pairs (Dataset.pgc_pairs(scheme): never a validation pair, nor one whose
+    music the scheme holds out)."""
     split = dataset.split(scheme)
     train_ids = split.loc[split["split"] == "train", "video_id"]
     ugc = dataset.ugc.loc[dataset.ugc["video_id"].isin(train_ids), ["video_id", "music_id"]]
-    pgc = dataset.pgc_pairs()
+    pgc = dataset.pgc_pairs(scheme)
     pgc = pgc.loc[pgc["split"] == "train", ["video_id", "music_id"]]
     return pd.concat([ugc.assign(source="ugc"), pgc.assign(source="pgc")], ignore_index=True)
 
@@ -172,7 +175,8 @@ def build_union_data(features: Features | str, dataset: Dataset, scheme: str) ->
                                                                   dtype=torch.long)]),
              "uploader_idx": torch.cat([data.uploader_idx, torch.full((n,), prior_row, dtype=torch.long)])}
     if data.text is not None:
-        extra["text"], extra["text_mask"] = torch.cat([data.text, vb["text"]]), torch.cat([data.text_mask, vb["text_mask"]])
+        extra["text"] = torch.cat([data.text, vb["text"]])
+        extra["text_mask"] = torch.cat([data.text_mask, vb["text_mask"]])
     log.info("ugc+pgc/%s: %d UGC + %d PGC training pairs", scheme, data.video_idx.shape[0], n)
     return dataclasses.replace(data, **extra)
 

@@ -103,6 +103,30 @@ def test_mode_follows_valence(tmp_path):
     assert np.mean(right) >= 11 / 12, right
 
 
+def test_valence_is_audible_to_a_linear_probe(tmp_path):
+    """Mode alone (one semitone of the chord) hides valence from a linear read of the spectrum; the bell-against-pad
+    balance shows it. 48 clips with every latent drawn at random: 5-fold ridge on the clip's mean log-mel bands
+    predicts valence with R^2 0.74 (draws 12-14: 0.81, 0.61, 0.58; the mode-only renderer before: -0.15, -0.18,
+    -0.51, -0.85) and energy with 0.95 (0.98, 0.95, 0.97; before: 0.97, 0.98, 0.95, 0.99)."""
+    from sklearn.linear_model import RidgeCV
+    from sklearn.model_selection import cross_val_score
+
+    rng = np.random.default_rng(11)
+    feats, latents = [], []
+    for i in range(48):
+        genre = GENRES[i % 6]
+        row = music_row(f"m{i}", genre, float(rng.uniform(*GENRE_TEMPO[genre])), float(rng.uniform(0.05, 0.95)),
+                        float(rng.uniform(0.05, 0.95)), int(rng.integers(2 ** 62)))
+        render_music_clip(row, tmp_path / "m.wav", SHORT)
+        y, sr = sf.read(tmp_path / "m.wav")
+        feats.append(np.log(librosa.feature.melspectrogram(y=y, sr=sr, n_mels=32).mean(1) + 1e-10))
+        latents.append((row["valence"], row["energy"]))
+    x, latents = np.array(feats), np.array(latents)
+    r2 = [cross_val_score(RidgeCV(alphas=np.logspace(-2, 3, 11)), x, latents[:, j], cv=5, scoring="r2").mean()
+          for j in (0, 1)]
+    assert r2[0] > 0.5 and r2[1] > 0.85, r2
+
+
 def test_tempo_recovered_by_librosa(tmp_path):
     """30 clips, 5 per genre, tempo across each genre's range. Observed: 120/120 within 2.5% (octave allowed)."""
     rng = np.random.default_rng(7)

@@ -2,6 +2,9 @@
 from __future__ import annotations
 
 import ast
+import hashlib
+import json
+import os
 import subprocess
 import sys
 from dataclasses import replace
@@ -13,7 +16,9 @@ import pytest
 
 from pipeline.config import from_group
 from pipeline.data.schema import GENRES
-from pipeline.data.world import WorldParams, genre_shares
+from pipeline.data.latents import SCENES
+from pipeline.data.world import (AFFINITY, GENRE_PROFILE, WorldParams, couple_to_taste, draw_video_noise, genre_shares,
+                                 suited_scenes, video_table)
 from pipeline.data.worldgen import build_world
 from pipeline.errors import ParamsError
 from pipeline.io import read_ids, tree_md5
@@ -107,6 +112,92 @@ def test_without_confounder_ugc_shows_no_taste_gap(tmp_path):
     assert abs(_pref_gap(compat, lat, music, ups, "ugc", p)) < 3.5
 
 
+def _content_taste_z(lat, ups, kind):
+    """z-scores of how far videos' latents follow their uploader's taste pi_u, beyond what the scene explains.
+
+    scene: sum_g pi_u(g) A[s_v, g] minus its mean over the six scenes (its expectation when the scene is
+    uniform, as uncoupled). energy, valence: within-scene correlation of the video's value with its uploader's
+    taste profile sum_g pi_u(g) GENRE_PROFILE[g], as z = r * sqrt(n)."""
+    lat = lat[lat.kind == kind]
+    taste = np.stack(ups.loc[lat.uploader_id.to_numpy(), "taste"].to_numpy())
+    aff = taste @ AFFINITY.T  # [videos, scenes]
+    scene_idx = pd.Categorical(lat.scene, categories=SCENES).codes
+    gap = aff[np.arange(len(lat)), scene_idx] - aff.mean(1)
+    z = {"scene": gap.mean() / (gap.std(ddof=1) / np.sqrt(len(gap)))}
+    for j, latent in enumerate(("energy", "valence")):
+        target = taste @ np.array([GENRE_PROFILE[g][j] for g in GENRES])
+        frame = pd.DataFrame({"x": lat[latent].to_numpy(), "t": target, "s": scene_idx})
+        within = frame[["x", "t"]] - frame.groupby("s")[["x", "t"]].transform("mean")
+        z[latent] = np.corrcoef(within.x, within.t)[0, 1] * np.sqrt(len(frame))
+    return z
+
+
+@pytest.fixture(scope="module")
+def coupled_world(tmp_path_factory):
+    out = tmp_path_factory.mktemp("w") / "coupled"
+    build_world(replace(SMALL, content_coupling=1.0), out)
+    return out
+
+
+def test_coupled_ugc_content_follows_taste_and_pgc_and_uncoupled_do_not(world, coupled_world):
+    _, lat0, _, ups0 = _truth(world[0])
+    _, lat1, _, ups1 = _truth(coupled_world)
+    uncoupled, coupled = _content_taste_z(lat0, ups0, "ugc"), _content_taste_z(lat1, ups1, "ugc")
+    pgc = _content_taste_z(lat1, ups1, "pgc")
+    # measured at seeds 0, 1, 2 (c = 1): scene z 19.8, 24.0, 25.1, energy 15.7, 15.5, 10.2, valence 6.7, 6.6, 3.7;
+    # UGC at c = 0: |z| <= 1.5; PGC at c = 1: |z| <= 2.1 (PGC is never coupled)
+    assert coupled["scene"] > 10 and coupled["energy"] > 5 and coupled["valence"] > 3, coupled
+    assert max(abs(v) for v in uncoupled.values()) < 3.5, uncoupled
+    assert max(abs(v) for v in pgc.values()) < 3.5, pgc
+
+
+def test_coupling_keeps_the_main_streams_draws(world, coupled_world):
+    """Uploaders, their tastes and every video's own randomness are the same at c = 0 and c = 1 (what is drawn
+    after the UGC choices, PGC included, differs: coupled videos choose other music, which uses other numbers)."""
+    ups0 = pd.read_parquet(world[0] / "truth" / "uploaders.parquet")
+    ups1 = pd.read_parquet(coupled_world / "truth" / "uploaders.parquet")
+    ugc_ups = ups0.kind == "ugc"
+    assert (ups0.uploader_id == ups1.uploader_id).all()
+    assert np.array_equal(np.stack(ups0.taste[ugc_ups]), np.stack(ups1.taste[ugc_ups]))
+    lat0 = pd.read_parquet(world[0] / "truth" / "video_latents.parquet").set_index("video_id")
+    lat1 = pd.read_parquet(coupled_world / "truth" / "video_latents.parquet").set_index("video_id")
+    ugc = lat0.kind == "ugc"
+    assert (lat0.render_seed[ugc] == lat1.render_seed[ugc]).all()
+    assert (lat0.uploader_id[ugc] == lat1.uploader_id[ugc]).all()
+    changed = (lat0.scene != lat1.scene)[ugc].mean()
+    assert 0.2 < changed < 0.6, changed  # c = 1: w = 1/2 of the scene law moves to the taste's scenes
+    world_json = [json.loads((w / "truth" / "world.json").read_text())["params"] for w in (world[0], coupled_world)]
+    assert "content_coupling" not in world_json[0] and world_json[1]["content_coupling"] == 1.0
+
+
+def test_uncoupled_world_is_the_world_from_before_the_coupling(world):
+    """A digest of choices and latents of SMALL (c = 0), taken with the code before `content_coupling` existed:
+    the knob at 0 draws nothing extra from the main stream. (Latents rounded to 1e-9, so a CPU's last-bit
+    difference in exp does not matter; every file's md5 also matched on this machine.)"""
+    out = world[0]
+    pairs = pd.read_parquet(out / "pairs.parquet")
+    lat = pd.read_parquet(out / "truth" / "video_latents.parquet")
+    text = (pairs[["video_id", "music_id"]].to_csv(index=False)
+            + lat[["video_id", "scene"]].assign(e=lat.energy.round(9), v=lat.valence.round(9)).to_csv(index=False))
+    assert hashlib.md5(text.encode()).hexdigest() == "028559e1d0bed34e2bb922f103308528"
+
+
+def test_couple_to_taste_is_continuous_at_zero():
+    rng = np.random.default_rng(3)
+    noise = draw_video_noise(rng, 4000)
+    taste = rng.dirichlet(np.full(len(GENRES), 0.3), 4000)
+    tiny, mood = couple_to_taste(noise, taste, 1e-9, np.random.default_rng(4))
+    assert (tiny["scene_idx"] == noise["scene_idx"]).all()
+    pd.testing.assert_frame_equal(video_table(tiny, "v", mood), video_table(noise, "v"), atol=1e-8)
+    for c in (1.0, 1e6):  # the scene law is the documented mixture (scene shares within 3 standard errors)
+        coupled, mood = couple_to_taste(noise, taste, c, np.random.default_rng(4))
+        w = c / (1 + c)
+        expected = ((1 - w) / len(SCENES) + w * suited_scenes(taste)).mean(0)
+        observed = np.bincount(coupled["scene_idx"], minlength=len(SCENES)) / len(taste)
+        assert np.all(np.abs(observed - expected) < 3 * np.sqrt(expected * (1 - expected) / len(taste))), c
+    assert np.allclose(mood, taste @ np.array([GENRE_PROFILE[g] for g in GENRES]), atol=1e-5)
+
+
 def test_same_seed_same_bytes_other_seed_differs(tmp_path):
     p = replace(SMALL, n_music=30, n_videos=300, n_pgc=40)
     build_world(p, tmp_path / "a")
@@ -134,6 +225,26 @@ def test_rendered_world_is_deterministic_and_real(tmp_path):
         assert sum(1 for _ in c.decode(video=0)) == 15
 
 
+def test_stage_builds_nothing_when_the_source_is_not_the_world(tmp_path):
+    # a world this size would take hours: the stage must not even start it
+    (tmp_path / "params.yaml").write_text("world: {n_music: 100000, n_videos: 100000000}\ningest: {source: tt150k}\n")
+    out = tmp_path / "data" / "world"
+    out.mkdir(parents=True)
+    (out / "videos.parquet").write_text("a stale world")
+    env = {**os.environ, "BGM_PARAMS": str(tmp_path / "params.yaml"), "PYTHONPATH": str(ROOT)}
+    r = subprocess.run([sys.executable, "-m", "stages.world", "--out", str(out)], capture_output=True, text=True,
+                       cwd=ROOT, env=env, timeout=120)
+    assert r.returncode == 0, r.stderr
+    assert sorted(p.name for p in out.parent.iterdir()) == ["world"]  # swapped in whole, no temporaries left
+    assert [p.name for p in out.iterdir()] == ["summary.json"]
+    assert json.loads((out / "summary.json").read_text()) == {
+        "built": False, "reason": "ingest.source is 'tt150k', not 'world'"}
+    assert "world not built" in r.stderr  # logged, not printed
+    import yaml
+
+    assert "ingest.source" in yaml.safe_load((ROOT / "dvc.yaml").read_text())["stages"]["world"]["params"]
+
+
 def test_params_are_checked():
     with pytest.raises(ParamsError, match="unknown key"):
         from_group(WorldParams, {"n_musics": 3}, "world")
@@ -149,7 +260,7 @@ def test_params_are_checked():
 # (and the genre stage's accuracy-against-truth metric) read it.
 TRUTH_READERS = {"pipeline/truth.py", "pipeline/data/worldgen.py", "pipeline/data/importers.py", "pipeline/data/importcommon.py",
                  "pipeline/evaluate.py", "stages/evaluate.py", "stages/report.py", "stages/genre.py",
-                 "pipeline/report.py", "stages/probe.py"}  # report.py only names the truth metrics' keys ("truth/ndcg@K")
+                 "pipeline/report/pervideo.py", "stages/probe.py"}  # pervideo.py only names the truth metrics' protocol
 TRAINING = ("pipeline/training", "pipeline/models", "pipeline/losses.py", "pipeline/experiment.py",
             "stages/train_teacher.py", "stages/train_student.py")
 

@@ -212,3 +212,42 @@ def test_interaction_term_learns_the_taste_that_drives_choices():
     runs take) give 0.039, which is why its interaction variants rank almost as plain CMVAE (README)."""
     assert learned_taste(steps=200, lr=1e-2) > 1.0
     assert 0 < learned_taste(steps=20, lr=1e-3) < 0.05
+
+
+def test_taste_diagnostics_slope_is_one_for_the_empirical_lift_and_zero_without_a_term():
+    """The diagnostic judges W on training pairs: W = log-lift structure gives slope ~1, W = 0 gives 0."""
+    import numpy as np
+
+    from pipeline.training.data import TrainData
+    from pipeline.training.diagnostics import taste_diagnostics
+
+    rng = np.random.default_rng(0)
+    n_u, n_m, n = 40, 30, 4000
+    taste = rng.dirichlet(np.full(6, 0.5), n_u)
+    genre = np.eye(6)[rng.integers(0, 6, n_m)]
+    owner = rng.integers(0, n_u, n)
+    music = np.array([rng.choice(n_m, p=(genre @ taste[o]) / (genre @ taste[o]).sum()) for o in owner])
+    shares = np.zeros((n_u, 6))
+    np.add.at(shares, owner, genre[music])
+    shares /= shares.sum(axis=1, keepdims=True)
+    prior = genre[music].mean(axis=0)
+    data = TrainData(visual=torch.zeros(n, 1), music=torch.zeros(n_m, 1), video_idx=torch.arange(n),
+                     music_idx=torch.tensor(music), uploader_idx=torch.tensor(owner),
+                     uploader_dist=torch.tensor(shares, dtype=torch.float32),
+                     music_genre=torch.tensor(genre, dtype=torch.float32), val_video=torch.zeros(0, dtype=torch.long),
+                     val_candidates=torch.zeros(0, 2, dtype=torch.long), val_weight=np.zeros(0), prior=prior)
+    assert taste_diagnostics(torch.zeros(6, 6), data)["taste_slope"] == 0.0
+    # u^T W g ~ log u_g - log prior_g for one-hot u at the corners; a diagonal W = a * I scales it: the
+    # slope is then positive and grows with a, and the correlation is high
+    small, big = (taste_diagnostics(a * torch.eye(6), data) for a in (0.5, 5.0))
+    assert 0 < small["taste_slope"] < big["taste_slope"] and big["taste_corr"] > 0.5
+
+
+def test_interaction_scale_multiplies_w():
+    cfg = DebCMConfig(latent_dim=4, hidden_dims=(8,), confounder="interaction", interaction_scale=30.0)
+    model = DebCM(5, 4, None, cfg)
+    with torch.no_grad():
+        model.interaction.fill_(0.01)
+    assert torch.allclose(model.taste_matrix(), torch.full((6, 6), 0.3))
+    with pytest.raises(ParamsError, match="interaction_scale"):
+        DebCMConfig(interaction_scale=0.0).validate()

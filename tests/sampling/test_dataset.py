@@ -62,32 +62,31 @@ def test_intervened_sets_are_renormalised_subsets(ds):
     assert ds.eval_sets["weak/matching"].video_id.size == int(np.ceil(0.25 * len(test.video_id)))
 
 
-def test_pgc_split_holds_out_before_excluding(ds, world):
+def test_pgc_split(ds, world):
     _, pairs, _, _ = world
     assert sorted(ds.pgc["video_id"]) == sorted(pairs.loc[pairs["kind"] == "pgc", "video_id"])
-    assert set(ds.pgc["split"]) == {"train", "val", "excluded"}
-    # 10% of the 40 PGC pairs drawn as val before exclusion; the excluded ones may take some of them
-    assert 1 <= (ds.pgc["split"] == "val").sum() <= 4
-    assert ds.info["pgc"] == ds.pgc["split"].value_counts().reindex(["train", "val", "excluded"]).to_dict()
+    assert (ds.pgc["split"] == "val").sum() == 4  # 10% of 40
 
 
-def test_teacher_never_sees_music_a_scheme_tests_without_training_on(ds):
+def test_a_schemes_teacher_never_sees_music_it_tests_without_training_on(ds):
     """The leak: a teacher trained on a PGC pair of a strong-split test clip hands its look to the student."""
     music_of = ds.ugc.set_index("video_id")["music_id"]
-    teacher_music = set(ds.pgc_pairs()["music_id"])
     for scheme in ds.schemes:
         split = ds.split(scheme)
         train = set(music_of.loc[split.loc[split["split"] == "train", "video_id"]])
         held = set(music_of.loc[split.loc[split["split"] != "train", "video_id"]]) - train
+        teacher_music = set(ds.pgc_pairs(scheme)["music_id"])
         assert not held & teacher_music, scheme
-    excluded = ds.pgc.loc[ds.pgc["split"] == "excluded", "music_id"]
-    assert len(excluded) > 0 and set(excluded) <= set(music_of)  # only held-out UGC music is excluded
+        assert held == ds.held_out_music(scheme)
+        assert ds.info["pgc"][scheme]["excluded"] == int(ds.pgc["music_id"].isin(held).sum())
+    assert ds.held_out_music("strong")  # music-disjoint: its teacher loses those pairs, the weak one keeps all
+    assert len(ds.pgc_pairs("weak")) == len(ds.pgc) - len(ds.pgc[ds.pgc["music_id"].isin(ds.held_out_music("weak"))])
+    assert set(ds.pgc_pairs()["music_id"]).isdisjoint(ds.held_out_music())  # no scheme: excluded for all
 
 
 def test_pgc_validation_negatives_are_drawn_once_by_split(ds):
     es = ds.eval_sets["pgc/val"]
-    val = ds.pgc_pairs()
-    assert list(es.video_id) == sorted(val.loc[val["split"] == "val", "video_id"])
+    assert list(es.video_id) == sorted(ds.pgc.loc[ds.pgc["split"] == "val", "video_id"])
     assert es.negatives.shape == (len(es.video_id), 20) and not (es.negatives == es.positive[:, None]).any()
 
 

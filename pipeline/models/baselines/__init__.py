@@ -10,9 +10,10 @@ Kinds (how pipeline/experiment.py trains it):
 - neural:      pipeline.training.loop.fit (Adam, early stopping on validation Recall); build(v, m, t) -> model.
 - closed_form: fitted on the training rows at once, no epochs (closed_form.ClosedForm); build(v, m, t) ->
                model. The fitted maps are buffers, so load_model and evaluation need nothing special.
-- post_hoc:    a re-ranking of the variant `base`, trained first exactly as that variant is (same seeds, same
-               bytes) and wrapped: build(trained base model, pool size) -> model, then model.fit(data, pool);
-               the saved file holds both.
+- post_hoc:    derived from the variant `base` without training of its own (a re-ranking; the same model
+               queried differently): the base is trained first exactly as that variant is (same seeds, same
+               bytes), then build(trained base model, pool size) -> model and, if it has one,
+               model.fit(data, pool); the saved file holds the whole model.
 
 Data settings (the two column groups of DebCM Table 3):
 - ugc:      the scheme's UGC training triples.
@@ -44,7 +45,7 @@ SETTINGS = ("ugc", "ugc+pgc")
 # The `baselines.variants` default: cheap enough for the default `make repro` (the closed-form ones take
 # seconds); `make repro-all` runs every registered variant.
 DEFAULT_VARIANTS = ("no_teacher", "cmvae", "decrs", "interaction", "interaction_content",
-                    "random", "popularity", "ridge", "cca")
+                    "random", "popularity", "linear", "cca")
 
 
 @dataclass
@@ -101,9 +102,9 @@ class Spec:
     data: str
     union: bool  # trains on UGC + PGC training pairs
     teacher: Callable[[DebCMConfig, BaselineParams], bool]
-    table: str  # the paper table (or DESIGN section) whose row it fills
+    table: str  # the paper table (or docs/architecture.md section) whose row it fills
     row: str  # the row's label there
-    base: str | None  # post_hoc: the variant it re-ranks
+    base: str | None  # post_hoc: the variant it is derived from
     doc: str  # one line
 
 
@@ -161,7 +162,7 @@ def cmvae_part(cfg: DebCMConfig) -> CMVAEConfig:
 
 
 # The files defining variants, in table order (see the module docstring).
-MODULES = ("core", "random_scores", "popularity", "ridge", "cca", "debias", "calibration")
+MODULES = ("core", "random_scores", "popularity", "ridge", "cca", "debias", "calibration", "cmvae_paper")
 for _module in MODULES:
     importlib.import_module(f"{__name__}.{_module}")
 

@@ -13,7 +13,7 @@ def main(argv=None) -> None:
         print("[" + ",".join(BASELINES) + "]")
         return
     for spec in REGISTRY.values():
-        setting = spec.data + (" (union)" if spec.union else "") + (f", re-ranks {spec.base}" if spec.base else "")
+        setting = spec.data + (" (union)" if spec.union else "") + (f", from {spec.base}" if spec.base else "")
         print(f"{spec.name:22s} {spec.kind:12s} {setting:28s} {spec.table}: {spec.row}\n{'':22s} {spec.doc}")
 
 

@@ -12,9 +12,10 @@ model puts on v's ranking pool; x~ = (1 - eps) x + eps / G keeps the logs finite
 standard deviation of the base scores between training videos and the pool (the scores' own scale).
 What it does, exactly: with one-hot genres and eps = 0 the softmax(s' / T) genre mix is proportional to
 q_g^(1 - lambda) p_g^lambda, a geometric move from the model's mix q (lambda = 0: the base ranking,
-unchanged) to the uploader's p (lambda = 1), so KL(p || new mix) <= (1 - lambda) KL(p || q). The added term is [s ; lambda T log(p~/q~)] . [z_m ; g(m)], a dot
-product of extended embeddings, so the invariant holds. `calibration` re-ranks `cmvae`, `calibration_pgc`
-re-ranks `cmvae_pgc` (the UGC + PGC setting's CMVAE); the weight is `baselines.calibration_weight`.
+unchanged) to the uploader's p (lambda = 1), so KL(p || new mix) <= (1 - lambda) KL(p || q). The new score
+is [z_v ; lambda T log(p~/q~)] . [z_m ; g(m)], a dot product of extended embeddings: the invariant holds.
+`calibration` re-ranks `cmvae`, `calibration_pgc` re-ranks `cmvae_pgc` (the UGC + PGC setting's CMVAE); the
+weight is `baselines.calibration_weight`.
 """
 from __future__ import annotations
 
@@ -29,6 +30,7 @@ from pipeline.errors import DataError, ParamsError
 from pipeline.inference import embed, eval_mode
 from pipeline.models.baselines import register
 from pipeline.models.cmvae import Batch, require
+from pipeline.models.registry import model_class
 
 SCALE_VIDEOS = 4096  # training videos whose scores against the pool set the temperature T (evenly spaced)
 
@@ -56,8 +58,6 @@ class Calibrated(nn.Module):
     def __init__(self, visual_dim: int, music_dim: int, text_dim: int | None = None,
                  config: CalibrationConfig | None = None):
         super().__init__()
-        from pipeline.models.registry import model_class  # lazy: the registry imports the model modules
-
         self.config = config = config or CalibrationConfig()
         config.validate()
         cls = model_class(config.base_class)
@@ -84,7 +84,8 @@ class Calibrated(nn.Module):
         `data`: the base's TrainData; `pool` [M] bool: the music the evaluation ranks (Dataset.pool_mask)."""
         pool = torch.as_tensor(pool, dtype=torch.bool, device=data.music.device)
         if int(pool.sum()) != self.config.n_pool:
-            raise DataError(f"calibration: pool of {int(pool.sum())} music, the model was built for {self.config.n_pool}")
+            raise DataError(f"calibration: pool of {int(pool.sum())} music, the model was built for "
+                            f"{self.config.n_pool}")
         with eval_mode(self.base):
             music = embed(self.base.music_embedding, data.music_batch(torch.nonzero(pool).squeeze(1)))
             videos = torch.unique(data.video_idx)

@@ -1,6 +1,6 @@
-"""CCA (DESIGN section 7, the papers' linear baseline): scikit-learn's CCA between standardised video features
-([visual ; text]) and standardised music features over the training pairs; videos and music are ranked by
-the cosine of their canonical vectors.
+"""CCA (docs/architecture.md section 9, the papers' linear baseline): scikit-learn's CCA between standardised
+video features ([visual ; text]) and standardised music features over the training pairs; videos and music are
+ranked by the cosine of their canonical vectors.
 
 Capped by the data, and the summary says by how much: with more feature columns than training pairs
 (1,792 video columns against ~1,200 pairs on the default world) CCA finds perfectly correlated directions
@@ -124,13 +124,13 @@ def _cca(s, p):
     return lambda v, m, t: CCAMap(v, m, t, cfg)
 
 
-@register("cca", kind="closed_form", table="every table (DESIGN 7)", row="CCA")
+@register("cca", kind="closed_form", table="every table (architecture 9)", row="CCA")
 def cca(s, p):
     """PCA-reduced CCA of video and music features, cosine in the canonical space (UGC training pairs)."""
     return _cca(s, p)
 
 
-@register("cca_pgc", kind="closed_form", data="ugc+pgc", union=True, table="every table (DESIGN 7)", row="CCA")
+@register("cca_pgc", kind="closed_form", data="ugc+pgc", union=True, table="every table (architecture 9)", row="CCA")
 def cca_pgc(s, p):
     """The same CCA on the UGC + PGC training pairs."""
     return _cca(s, p)

@@ -1,5 +1,5 @@
-"""Base of the closed-form baselines (DESIGN section 7: Random, Popularity, Ridge, CCA): fitted on the training
-rows at once, no epochs, no optimiser.
+"""Base of the closed-form baselines (docs/architecture.md section 9: Random, Popularity, Ridge, CCA): fitted on
+the training rows at once, no epochs, no optimiser.
 
 The fitted standardisation and maps are buffers of the model, so a saved model carries them and load_model,
 evaluation and `recommend` use it as any trained model: video_embedding / music_embedding, scored by their

@@ -1,4 +1,5 @@
-"""The DebCM student, its ablations and plain CMVAE (DebCM Table 3's CMVAE and DebCM rows, DESIGN section 1).
+"""The DebCM student, its ablations and plain CMVAE (DebCM Table 3's CMVAE and DebCM rows; docs/architecture.md
+section 6).
 
 - student:    DebCM, batch-level backdoor adjustment + KL transfer from the PGC teacher (the paper's model;
               Table 3's UGC + PGC DebCM row).
@@ -7,7 +8,7 @@
 - cmvae_pgc:  the same CMVAE trained on the union of the scheme's UGC and the teacher's PGC training pairs.
 - decrs:      DebCM with the DecRS-style global-average confounder (the training mean of the uploader
               distributions in place of each batch's mean), no teacher.
-- interaction, interaction_content: DESIGN's alternative to the paper's concat confounder, no teacher (so
+- interaction, interaction_content: the other confounder of docs/architecture.md section 6, no teacher (so
               `no_teacher` is the model they differ from in one thing). Training adds u^T W g(m) to each
               pair's score, u the video's own uploader's genre distribution and g(m) the music's genre
               probabilities, so that taste can explain the uploader-driven part of a choice. At inference
@@ -59,13 +60,13 @@ def _interaction(s, inference: str):
     return _debcm(dataclasses.replace(s, kl_weight=0.0, confounder="interaction", inference=inference))
 
 
-@register("interaction", table="DESIGN 1 (confounder switch)", row="DebCM, u^T W g(m), backdoor")
+@register("interaction", table="architecture 6 (confounder switch)", row="DebCM, u^T W g(m), backdoor")
 def interaction(s, p):
     """u^T W g(m) in the training score, marginalised with the training mean at inference; no teacher."""
     return _interaction(s, "backdoor")
 
 
-@register("interaction_content", table="DESIGN 1 (confounder switch)", row="DebCM, u^T W g(m), content")
+@register("interaction_content", table="architecture 6 (confounder switch)", row="DebCM, u^T W g(m), content")
 def interaction_content(s, p):
     """u^T W g(m) in the training score, dropped at inference; no teacher."""
     return _interaction(s, "content")

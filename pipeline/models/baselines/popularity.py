@@ -1,5 +1,5 @@
-"""Popularity (DESIGN section 7): every video gets the same list, the music ranked by how many training pairs
-use it (popularity and popularity_pgc, which also counts the teacher's PGC training pairs).
+"""Popularity (docs/architecture.md section 9): every video gets the same list, the music ranked by how many
+training pairs use it (popularity; popularity_pgc also counts the teacher's PGC training pairs).
 
 Model batches carry features, not ids, so a music row is identified by its feature vector: the count of the
 stored training-time clip nearest to it (the dataset's own clips match exactly; a new clip inherits its
@@ -54,13 +54,13 @@ def _popularity(s):
     return lambda v, m, t: Popularity(v, m, t, cfg)
 
 
-@register("popularity", kind="closed_form", table="every table (DESIGN 7)", row="Popularity")
+@register("popularity", kind="closed_form", table="every table (architecture 9)", row="Popularity")
 def popularity(s, p):
     """Music ranked by its number of UGC training pairs, the same list for every video."""
     return _popularity(s)
 
 
-@register("popularity_pgc", kind="closed_form", data="ugc+pgc", union=True, table="every table (DESIGN 7)",
+@register("popularity_pgc", kind="closed_form", data="ugc+pgc", union=True, table="every table (architecture 9)",
           row="Popularity")
 def popularity_pgc(s, p):
     """Music ranked by its number of UGC + PGC training pairs."""

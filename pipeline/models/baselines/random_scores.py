@@ -1,4 +1,5 @@
-"""Random (DESIGN section 7): every (video, music) score an independent draw, the same for the same run seed.
+"""Random (docs/architecture.md section 9): every (video, music) score an independent draw, the same for the same
+run seed.
 
 Model batches carry features, not ids, so each row's draw is keyed by its own feature bytes: a splitmix64
 hash of the raw visual (or music) row, mixed with the seed and the embedding column, gives a uniform value
@@ -66,7 +67,7 @@ class RandomScores(ClosedForm):
         return self._embed(require(batch, "music", dim=self.music_dim), MUSIC_SALT)
 
 
-@register("random", kind="closed_form", table="every table (DESIGN 7)", row="Random")
+@register("random", kind="closed_form", table="every table (architecture 9)", row="Random")
 def random_scores(s, p):
     """Random scores, deterministic per seed (data-independent: also the UGC + PGC row)."""
     cfg = ClosedFormConfig(dim=s.latent_dim, use_text=s.use_text)

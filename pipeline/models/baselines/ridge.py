@@ -1,9 +1,10 @@
-"""Ridge (DESIGN section 7): a linear map from standardised video features ([visual ; text]) to standardised
-music features (audio || openSMILE), fitted by scikit-learn's Ridge on the training pairs; a video is
-ranked against the music by the cosine of its predicted music vector and each music's own vector.
+"""The linear map of docs/architecture.md section 9 (variants `linear`, `linear_pgc`): ridge regression from
+standardised video features ([visual ; text]) to standardised music features (audio || openSMILE), fitted by
+scikit-learn's Ridge on the training pairs; a video is ranked against the music by the cosine of its
+predicted music vector and each music's own vector.
 
 The L2 strength is chosen among `baselines.ridge_alphas` by validation Recall@val_k, the criterion the
-neural models' early stopping uses. `ridge_pgc` fits on the UGC + PGC training pairs.
+neural models' early stopping uses. `linear_pgc` fits on the UGC + PGC training pairs.
 """
 from __future__ import annotations
 
@@ -76,13 +77,14 @@ def _ridge(s, p):
     return lambda v, m, t: RidgeMap(v, m, t, cfg)
 
 
-@register("ridge", kind="closed_form", table="every table (DESIGN 7)", row="Ridge")
-def ridge(s, p):
+@register("linear", kind="closed_form", table="every table (architecture 9)", row="Ridge (linear map)")
+def linear(s, p):
     """Ridge map video -> music features, cosine ranking (UGC training pairs)."""
     return _ridge(s, p)
 
 
-@register("ridge_pgc", kind="closed_form", data="ugc+pgc", union=True, table="every table (DESIGN 7)", row="Ridge")
-def ridge_pgc(s, p):
+@register("linear_pgc", kind="closed_form", data="ugc+pgc", union=True, table="every table (architecture 9)",
+          row="Ridge (linear map)")
+def linear_pgc(s, p):
     """Ridge map video -> music features on the UGC + PGC training pairs."""
     return _ridge(s, p)

@@ -1,13 +1,16 @@
-"""Seed aggregation and the claim table (pipeline/report.py), against hand-computed values."""
+"""Seed aggregation, the report's tables and figures (pipeline/report/{seeds,tables,figures,cases}.py),
+against hand-computed values."""
 import hashlib
 
 import numpy as np
+import pandas as pd
 import pytest
 
-import pandas as pd
-
-from pipeline.report import (aggregate, beats, claim_table, genre_shares, intervention_table, plot_genre_shares,
-                             plot_sweeps, set_tables, true_top)
+from pipeline.report import aggregate
+from pipeline.report.cases import genre_shares, true_top
+from pipeline.report.figures import plot_genre_shares, plot_sweeps
+from pipeline.report.tables import (Degeneracy, SetShape, cmvae_table2, debcm_table3, degenerate,
+                                    intervention_table, set_tables)
 
 
 def test_aggregate_mean_and_sample_std_over_seeds():
@@ -16,29 +19,6 @@ def test_aggregate_mean_and_sample_std_over_seeds():
     assert out["std"]["a"] == pytest.approx(((4 + 1 + 9) / 2) ** 0.5)
     assert aggregate({7: {"a": 0.5}}) == {"mean": {"a": 0.5}, "std": {"a": 0.0}}
     assert list(aggregate({0: {"z": 1.0, "a": 2.0}})["mean"]) == ["a", "z"]
-
-
-@pytest.mark.parametrize("a,sa,b,sb,higher,want", [
-    (0.30, 0.01, 0.25, 0.01, True, True),    # gap 0.05 > 0.02
-    (0.30, 0.03, 0.25, 0.03, True, False),   # gap 0.05 < 0.06: inside the noise
-    (0.10, 0.01, 0.20, 0.01, False, True),   # lower is better (bias amplification)
-    (0.20, 0.01, 0.10, 0.01, False, False),
-])
-def test_beats_needs_a_gap_larger_than_both_spreads(a, sa, b, sb, higher, want):
-    assert beats(a, sa, b, sb, higher) is want
-
-
-def test_claim_table_rows_and_verdicts():
-    def summary(recall, bias, std):
-        return {"mean": {"t_diverse/sampled/recall@25": recall, "truth/bias_amplification@25": bias},
-                "std": {"t_diverse/sampled/recall@25": std, "truth/bias_amplification@25": std}}
-    table = claim_table({"student": summary(0.5, 0.01, 0.01), "cmvae": summary(0.4, 0.011, 0.01)}, 25, 3,
-                        variants=("student", "cmvae"))
-    rows = {line.split(" | ")[0].strip("| ").split(" ")[0]: line for line in table.splitlines() if "@25" in line}
-    assert set(rows) == {"t_diverse/sampled/recall@25", "truth/bias_amplification@25"}  # absent metrics skipped
-    assert rows["t_diverse/sampled/recall@25"].endswith("| yes |")
-    assert rows["truth/bias_amplification@25"].endswith("| no |")  # 0.001 lower: inside the spread
-    assert "0.5000 ± 0.0100" in rows["t_diverse/sampled/recall@25"] and "3 seed(s)" in table
 
 
 def _summary(scale):
@@ -59,9 +39,59 @@ def test_set_tables_one_table_per_set_and_protocol_in_paper_order():
     assert weak_sampled.index("| student") < weak_sampled.index("| cmvae")  # the order asked for
     weak_truth = text.split("### weak — truth")[1].split("###")[0]
     assert "| variant | N@10 | BA@10 |" in weak_truth and "pred_share" not in text  # helper metrics left out
-    assert set_tables({"other": _summary(1.0)}) == "(no metrics)\n"
+    assert set_tables({}) == "(no metrics)\n"
+    assert "| other |" in set_tables({"student": _summary(1.0), "other": _summary(1.0)})  # unknown variants: last
     partial = set_tables({"student": _summary(1.0), "cmvae": {"mean": {}, "std": {}}}, variants=("student", "cmvae"))
     assert "| cmvae | – |" in partial  # a metric a variant lacks shows as a dash, not as a zero
+
+
+def test_degenerate_sets_are_named_and_their_cells_marked():
+    small_pool = SetShape(videos=100, sampled=101, full=36)
+    assert degenerate(small_pool, "full", 25, 30) == "K = 25 is at least half of the 36 full-protocol candidates"
+    assert degenerate(small_pool, "full", 15, 30) is None and degenerate(small_pool, "sampled", 25, 30) is None
+    assert "21 test videos (< report.min_videos 30)" in degenerate(SetShape(21, 101, 500), "sampled", 10, 30)
+    flags = Degeneracy({"weak": small_pool, "t_diverse": SetShape(21, 101, 36)}, 30, primary="weak")
+    assert set(flags.flagged([10, 25])) == {("weak", "full", 25), ("weak", "truth", 25), ("t_diverse", "sampled", 10),
+                                            ("t_diverse", "sampled", 25), ("t_diverse", "full", 10),
+                                            ("t_diverse", "full", 25), ("t_diverse", "truth", 10),
+                                            ("t_diverse", "truth", 25)}
+    assert set(flags.flagged([10, 25], {"v": {"mean": {"weak/full/recall@10": 0.1}}})) == {("weak", "full", 25)}
+    text = set_tables({"student": _summary(1.0)}, flags=flags)
+    weak_full = text.split("### weak — full")[1].split("###")[0]
+    assert "| student | 0.150 ± 0.010 |" in weak_full  # R@10 of a 36-music pool: readable
+    assert "0.300 ± 0.010 ⚠" in text.split("### t_diverse — full")[1].split("###")[0]
+    assert "0.700 ± 0.010 |" in text.split("intervene scheme's test set — truth")[1]  # truth/ndcg@10: K=10 fine
+
+
+def _paper_summary(variants):
+    keys = {f"{s}/sampled/{m}@{k}": 0.1 * (i + 1) for i, s in enumerate(("weak", "strong", "t_diverse", "t_matching"))
+            for m in ("recall", "ndcg") for k in (10, 15, 20, 25)}
+    return {v: {"mean": {k: x + j / 100 for k, x in keys.items()}, "std": {k: 0.01 for k in keys}}
+            for j, v in enumerate(variants)}
+
+
+def test_cmvae_table2_layout_weak_then_strong_recall_at_the_papers_ks():
+    text = cmvae_table2(_paper_summary(["cmvae", "student"]), ks=(10, 15, 20, 25, 50))
+    lines = text.splitlines()
+    assert lines[0] == ("| model | weak R@10 | weak R@15 | weak R@20 | weak R@25 | strong R@10 | strong R@15 | "
+                        "strong R@20 | strong R@25 | as published (their data) |")
+    assert lines[2].startswith("| student | 0.110 ± 0.010 |") and lines[3].startswith("| cmvae | 0.100 ± 0.010 |")
+    assert all(line.endswith("| not available offline |") for line in lines[2:])  # no invented paper numbers
+    assert "no weak or strong split" in cmvae_table2({"student": {"mean": {}, "std": {}}}, ks=(10,))
+
+
+def test_debcm_table3_groups_rows_by_data_and_tags_judged_cells():
+    summary = _paper_summary(["student", "decrs", "cmvae"])
+    verdicts = {("student", "t_diverse/sampled/recall@25"): "yes", ("decrs", "t_diverse/sampled/recall@25"): "no"}
+    text = debcm_table3(summary, (10, 15, 25), with_pgc=["student"], verdicts=verdicts)
+    lines = text.splitlines()
+    assert lines[0] == ("| data | model | t_diverse R@15 | t_diverse N@15 | t_diverse R@25 | t_diverse N@25 | "
+                        "t_matching R@15 | t_matching N@15 | t_matching R@25 | t_matching N@25 | "
+                        "as published (their data) |")
+    assert [line.split(" | ")[:2] for line in lines[2:]] == [["| UGC only", "cmvae"], ["| UGC only", "decrs"],
+                                                            ["| UGC + PGC", "student"]]
+    assert "0.300 ± 0.010 [yes]" in lines[4] and "0.310 ± 0.010 [no]" in lines[3] and "[" not in lines[2][:60]
+    assert "no T_diverse or T_matching" in debcm_table3({"cmvae": {"mean": {}, "std": {}}}, (25,), [], {})
 
 
 def test_genre_shares_count_every_list_entry():

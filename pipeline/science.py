@@ -1,0 +1,222 @@
+"""The pre-registered science grid: where does deconfounding beat plain CMVAE on the truth?
+
+configs/science.yaml fixes everything before a cell runs: the world (feature-level, large enough that
+T_diverse holds >= 1,000 test videos), the grid (taste strength b x content coupling), the variants, the
+seeds and the metrics. `queue` turns every cell into a `dvc exp run --queue` of the whole pipeline with
+those params (`dvc queue start` then runs them); `collect` reads each finished cell's reports/claim.json
+from its experiment commit and writes reports/science.md (every cell, every variant, with CIs and the
+paired verdicts against CMVAE) and reports/science.png.
+
+    python -m pipeline science queue      # prints and runs the dvc exp run --queue commands
+    dvc queue start -j 1                  # runs them (make science does both and waits)
+    python -m pipeline science collect    # reports/science.md, reports/science.png
+"""
+from __future__ import annotations
+
+import argparse
+import itertools
+import json
+import logging
+import subprocess
+import sys
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Sequence
+
+import yaml
+
+from pipeline.errors import ParamsError, PipelineError
+
+CONFIG = Path("configs/science.yaml")
+log = logging.getLogger(__name__)
+
+
+@dataclass(frozen=True)
+class Grid:
+    name: str
+    fixed: dict  # params key -> value, the same in every cell
+    axes: dict  # params key -> list of values (the grid is their product)
+    metrics: list  # claim.json metric keys reported per cell
+    baseline: str
+
+    def cells(self) -> list[dict]:
+        keys = list(self.axes)
+        return [dict(zip(keys, values)) for values in itertools.product(*(self.axes[k] for k in keys))]
+
+    def cell_name(self, cell: dict) -> str:
+        short = {"world.preference_exponent": "b", "world.content_coupling": "c"}
+        return f"{self.name}-" + "-".join(f"{short.get(k, k.split('.')[-1])}{v:g}" for k, v in cell.items())
+
+
+def load_grid(path: str | Path = CONFIG) -> Grid:
+    raw = yaml.safe_load(Path(path).read_text())
+    for key in ("name", "fixed", "grid", "metrics"):
+        if key not in raw:
+            raise ParamsError(f"{path}: missing {key!r}")
+    return Grid(raw["name"], dict(raw["fixed"]), dict(raw["grid"]), list(raw["metrics"]), raw.get("baseline", "cmvae"))
+
+
+def _value(v) -> str:
+    """A value as `dvc exp run -S` parses it (YAML flow style; null as null)."""
+    return yaml.safe_dump(v, default_flow_style=True).strip().removesuffix("\n...").strip()
+
+
+def queue_commands(grid: Grid) -> list[list[str]]:
+    out = []
+    for cell in grid.cells():
+        sets = [f"{k}={_value(v)}" for k, v in {**grid.fixed, **cell}.items()]
+        out.append(["dvc", "exp", "run", "--queue", "--name", grid.cell_name(cell),
+                    *itertools.chain.from_iterable(("-S", s) for s in sets)])
+    return out
+
+
+def _experiments() -> dict[str, str]:
+    """Experiment name -> its commit, from `dvc exp show --json` (every branch's experiments)."""
+    out = subprocess.run(["dvc", "exp", "show", "--json", "--all-commits", "--no-fetch"], capture_output=True,
+                         text=True, check=True).stdout
+    found = {}
+    for commit in json.loads(out):
+        for exp in commit.get("experiments") or []:
+            for rev in exp.get("revs") or []:
+                if rev.get("name") and rev.get("rev"):
+                    found[rev["name"]] = rev["rev"]
+    return found
+
+
+def _claim(rev: str) -> dict:
+    text = subprocess.run(["git", "show", f"{rev}:reports/claim.json"], capture_output=True, text=True, check=True)
+    return json.loads(text.stdout)
+
+
+def cell_table(grid: Grid, claims: dict[str, dict]) -> list[dict]:
+    """One row per (cell, variant, metric): value, CI, and the verdict against the baseline."""
+    rows = []
+    for cell in grid.cells():
+        claim = claims.get(grid.cell_name(cell))
+        if claim is None:
+            continue
+        verdicts = {(v["challenger"], v["metric"]): v for v in claim["verdicts"]}
+        for variant, metrics in claim["variants"].items():
+            for metric in grid.metrics:
+                if metric not in metrics:
+                    continue
+                m = metrics[metric]
+                signed = metric.replace("abs_bias_amplification", "bias_amplification")
+                v = verdicts.get((variant, signed), {})
+                rows.append({**cell, "variant": variant, "metric": metric, "value": m["value"], "low": m["low"],
+                             "high": m["high"], "videos": m["videos"], "effect": v.get("effect"),
+                             "p_holm": v.get("p_holm"), "verdict": v.get("verdict", "–" if variant == grid.baseline
+                                                                            else "n/a")})
+    return rows
+
+
+def science_md(grid: Grid, rows: list[dict], missing: Sequence[str]) -> str:
+    import pandas as pd
+
+    lines = [f"# Science grid `{grid.name}` (pre-registered in configs/science.yaml)\n",
+             "Every cell: value [bootstrap 95% CI over test videos] of each variant, and its paired verdict against "
+             f"{grid.baseline} (Holm-corrected over that cell's claim table; 'yes' needs p < 0.05 and the same sign "
+             "on every seed). |BA|: magnitude of bias amplification, lower is better.\n"]
+    if missing:
+        lines.append(f"**Cells without results: {', '.join(missing)}** (not run or failed).\n")
+    table = pd.DataFrame(rows)
+    for cell in grid.cells():
+        sub = table[(table[list(cell)] == pd.Series(cell)).all(axis=1)] if len(table) else table
+        if sub.empty:
+            continue
+        lines.append(f"## {', '.join(f'{k} = {v:g}' for k, v in cell.items())}\n")
+        lines.append("| variant | " + " | ".join(grid.metrics) + " |")
+        lines.append("|---|" + "---|" * len(grid.metrics))
+        for variant in dict.fromkeys(sub["variant"]):
+            cells = []
+            for metric in grid.metrics:
+                r = sub[(sub["variant"] == variant) & (sub["metric"] == metric)]
+                if r.empty:
+                    cells.append("–")
+                    continue
+                r = r.iloc[0]
+                verdict = "" if r["verdict"] in ("–", "n/a") else f" **{r['verdict']}**"
+                cells.append(f"{r['value']:.4f} [{r['low']:.4f}, {r['high']:.4f}]{verdict}")
+            lines.append(f"| {variant} | " + " | ".join(cells) + " |")
+        lines.append(f"\n(videos per metric: {', '.join(f'{m} {int(sub[sub.metric == m].videos.max())}' for m in grid.metrics if (sub.metric == m).any())})\n")
+    return "\n".join(lines)
+
+
+def science_figure(grid: Grid, rows: list[dict], path: Path, metrics: Sequence[str]) -> None:
+    """One panel per (metric, coupling): the metric against b for every variant, with its CI."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import numpy as np
+    import pandas as pd
+    from matplotlib import pyplot as plt
+
+    table = pd.DataFrame(rows)
+    b_key, c_key = "world.preference_exponent", "world.content_coupling"
+    couplings = grid.axes[c_key]
+    fig, axes = plt.subplots(len(metrics), len(couplings), figsize=(5 * len(couplings), 3.6 * len(metrics)),
+                             dpi=100, squeeze=False)
+    for i, metric in enumerate(metrics):
+        for j, c in enumerate(couplings):
+            ax = axes[i][j]
+            sub = table[(table["metric"] == metric) & (table[c_key] == c)] if len(table) else table
+            variants = list(dict.fromkeys(sub["variant"])) if len(sub) else []
+            for n, variant in enumerate(variants):
+                v = sub[sub["variant"] == variant].sort_values(b_key)
+                dodge = (n - (len(variants) - 1) / 2) * 0.06
+                x = v[b_key].to_numpy(dtype=float) + dodge
+                y = v["value"].to_numpy(dtype=float)
+                err = np.vstack([y - v["low"].to_numpy(dtype=float), v["high"].to_numpy(dtype=float) - y])
+                ax.errorbar(x, y, yerr=err, marker="o", capsize=2, label=variant)
+            ax.set_title(f"{metric}, content coupling {c:g}", fontsize=9)
+            ax.set_xlabel("taste strength b (world.preference_exponent)")
+            if variants:
+                ax.legend(fontsize=6, ncols=2)
+    fig.tight_layout()
+    fig.savefig(path, format="png", metadata={"Software": None})
+    plt.close(fig)
+
+
+def collect(grid: Grid, out: Path = Path("reports")) -> list[str]:
+    """reports/science.md and reports/science.png from every finished cell; the missing cells' names."""
+    from pipeline.io import atomic_path
+
+    experiments = _experiments()
+    claims, missing = {}, []
+    for cell in grid.cells():
+        name = grid.cell_name(cell)
+        if name in experiments:
+            claims[name] = _claim(experiments[name])
+        else:
+            missing.append(name)
+    rows = cell_table(grid, claims)
+    with atomic_path(out / "science.md") as tmp:
+        tmp.write_text(science_md(grid, rows, missing), encoding="utf-8")
+    with atomic_path(out / "science.png") as tmp:
+        science_figure(grid, rows, tmp, [m for m in grid.metrics if "truth" in m])
+    with atomic_path(out / "science.json") as tmp:
+        tmp.write_text(json.dumps(rows, indent=1, sort_keys=True) + "\n")
+    return missing
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    ap = argparse.ArgumentParser(prog="python -m pipeline science", description=__doc__.splitlines()[0])
+    ap.add_argument("action", choices=("queue", "print", "collect"))
+    ap.add_argument("--config", type=Path, default=CONFIG)
+    args = ap.parse_args(argv)
+    logging.basicConfig(level="INFO", format="%(name)s: %(message)s")
+    try:
+        grid = load_grid(args.config)
+        if args.action in ("queue", "print"):
+            for cmd in queue_commands(grid):
+                print(" ".join(f"'{c}'" if any(ch in c for ch in "[] ,") else c for c in cmd), flush=True)
+                if args.action == "queue":
+                    subprocess.run(cmd, check=True)
+        else:
+            missing = collect(grid)
+            if missing:
+                print(f"cells without results: {missing}", file=sys.stderr)
+    except (PipelineError, subprocess.CalledProcessError) as e:
+        print(f"error: {e}", file=sys.stderr)
+        return 2
+    return 0
