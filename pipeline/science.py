@@ -38,6 +38,7 @@ class Grid:
     axes: dict  # params key -> list of values (the grid is their product)
     metrics: list  # claim.json metric keys reported per cell
     baseline: str
+    figure: list  # the metrics drawn against b in reports/science.png
 
     def cells(self) -> list[dict]:
         keys = list(self.axes)
@@ -50,10 +51,11 @@ class Grid:
 
 def load_grid(path: str | Path = CONFIG) -> Grid:
     raw = yaml.safe_load(Path(path).read_text())
-    for key in ("name", "fixed", "grid", "metrics"):
+    for key in ("name", "fixed", "grid", "metrics", "figure"):
         if key not in raw:
             raise ParamsError(f"{path}: missing {key!r}")
-    return Grid(raw["name"], dict(raw["fixed"]), dict(raw["grid"]), list(raw["metrics"]), raw.get("baseline", "cmvae"))
+    return Grid(raw["name"], dict(raw["fixed"]), dict(raw["grid"]), list(raw["metrics"]), raw.get("baseline", "cmvae"),
+                list(raw["figure"]))
 
 
 def _value(v) -> str:
@@ -193,7 +195,7 @@ def collect(grid: Grid, out: Path = Path("reports")) -> list[str]:
     with atomic_path(out / "science.md") as tmp:
         tmp.write_text(science_md(grid, rows, missing), encoding="utf-8")
     with atomic_path(out / "science.png") as tmp:
-        science_figure(grid, rows, tmp, [m for m in grid.metrics if "truth" in m])
+        science_figure(grid, rows, tmp, grid.figure)
     with atomic_path(out / "science.json") as tmp:
         tmp.write_text(json.dumps(rows, indent=1, sort_keys=True) + "\n")
     return missing

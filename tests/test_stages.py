@@ -252,7 +252,8 @@ def test_sweep_params_are_checked():
     from stages.sweep import SweepParams
 
     assert from_group(SweepParams, {"kl_weights": [0, 40], "schemes": ["weak"]}, "sweep").kl_weights == (0.0, 40.0)
-    for bad in ([], [1, 1], [-1, 2]):
+    assert from_group(SweepParams, {"kl_weights": []}, "sweep").kl_weights == ()  # empty: no sweep
+    for bad in ([1, 1], [-1, 2]):
         with pytest.raises(ParamsError, match="sweep.kl_weights"):
             from_group(SweepParams, {"kl_weights": bad}, "sweep")
 

@@ -4,7 +4,7 @@ Object arrays (`train.npy`, `100neg/*.npy` of the public code) are pickles. `np.
 runs whatever callable a pickle names, so a crafted file could run a shell command during `ingest`. Here
 the header is read with numpy.lib.format, numeric payloads go through `np.load(allow_pickle=False)`, and
 object payloads through an unpickler that can build only numpy arrays, dtypes, numpy scalars and builtin
-values/containers; any other global is refused with a DataError naming the file (DESIGN section 7).
+values/containers; any other global is refused with a DataError naming the file (docs/architecture.md section 9).
 """
 from __future__ import annotations
 

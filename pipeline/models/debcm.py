@@ -40,7 +40,7 @@ class DebCMConfig(CMVAEConfig):
     # gradient's size, so at scale 1 W stays ~0.02 after the few dozen steps an early-stopped run takes while
     # the taste effect it must carry is of order 1; the scale lets W learn at the pace the ranking scores do
     # (chosen on training-data diagnostics, pipeline/training/diagnostics.py, README "interaction term").
-    interaction_scale: float = 1.0
+    interaction_scale: float = 100.0
     # Weight of KL(q_student || q_teacher) (sum over d, mean over batch). The paper's 40 (and its sweep
     # 5e-7..5e-2) refer to the public code's reduction, so this scale is not directly comparable.
     kl_weight: float = 40.0

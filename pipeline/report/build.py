@@ -21,7 +21,7 @@ from pipeline.report.cases import genre_and_cases
 from pipeline.report.claim import claim_keys, claim_rows, claim_table, headline
 from pipeline.report.degrade import degradations
 from pipeline.report.figures import plot_sweeps
-from pipeline.report.pervideo import read_per_video, set_sizes, summarize, variants_of
+from pipeline.report.pervideo import read_per_video, set_sizes, summarize, uses_pgc, variants_of
 from pipeline.report.summary import claim_json
 from pipeline.report.tables import Degeneracy, SetShape, intervention_table, tables_md
 from pipeline.sampling.dataset import Dataset, load_dataset
@@ -102,7 +102,8 @@ def write_report(p: ReportParams, paths: ReportPaths, ks: Sequence[int], kl_weig
     _text(paths.out / "claim.md", f"# Does each debiasing variant beat CMVAE? (K = {p.claim_k}, paired over the same "
                                   f"test videos and seeds {seeds})\n\n{table}")
     log.info("claim table:\n%s", table)
-    with_pgc = ["student"] if kl_weight else []  # the student learns from the PGC teacher when kl_weight > 0
+    # the student learns from the PGC teacher only when kl_weight > 0; the others as registered
+    with_pgc = [v for v in variants if (kl_weight if v == "student" else uses_pgc(v))]
     _text(paths.out / "tables.md", tables_md(summary, ks, seeds, with_pgc,
                                              {(r.challenger, r.key.key): r.verdict for r in rows}, flags))
     genre = json.loads(paths.genre_metrics.read_text()) if paths.genre_metrics.exists() else None

@@ -10,7 +10,7 @@ from typing import Callable, Mapping, Sequence
 import numpy as np
 import pandas as pd
 
-from pipeline.report.pervideo import GRADED, REFERENCES, MetricKey, order_variants, paired
+from pipeline.report.pervideo import GRADED, MetricKey, is_reference, order_variants, paired
 from pipeline.report.stats import ALPHA, Comparison, compare, holm, verdict
 
 log = logging.getLogger(__name__)
@@ -34,7 +34,7 @@ def claim_keys(k: int, sets: Sequence[str], primary: str | None) -> list[MetricK
 def challengers(variants: Sequence[str], baseline: str = BASELINE) -> list[str]:
     """Every variant but the baseline and the references (the CMVAE paper's comparison models, the simple
     baselines), in the report's order: a variant added later is judged unless it is named a reference."""
-    return [v for v in order_variants(variants) if v != baseline and v not in REFERENCES]
+    return [v for v in order_variants(variants) if v != baseline and not is_reference(v)]
 
 
 @dataclass(frozen=True)

@@ -1,4 +1,4 @@
-"""reports/degradations.md: what this run skipped, fell back on or cannot decide, and why (DESIGN section 7,
+"""reports/degradations.md: what this run skipped, fell back on or cannot decide, and why (docs/architecture.md section 9,
 "every optional part degrades explicitly"), from split's info.json, the genre metrics, the training
 summaries and the degenerate-set flags."""
 from __future__ import annotations

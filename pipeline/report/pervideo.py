@@ -17,8 +17,8 @@ from pipeline.errors import DataError
 from pipeline.evaluate import set_metrics
 from pipeline.report.seeds import aggregate
 
-# The CMVAE paper's comparison models (its Table 2; pipeline/models/paper) and the simple baselines (DESIGN
-# section 7): references in every table, not debiasing methods, so never a claim-table challenger.
+# The CMVAE paper's comparison models (its Table 2; pipeline/models/paper) and the simple baselines
+# (docs/architecture.md section 9): references in every table, not debiasing methods, so never a challenger.
 PAPER_BASELINES = ("cevar", "cmvbr", "dscmr", "uwml", "dual_vae", "da_vae", "cross_vae")
 SIMPLE_BASELINES = ("linear", "cca", "popularity", "random")
 REFERENCES = PAPER_BASELINES + SIMPLE_BASELINES
@@ -28,6 +28,25 @@ VARIANT_ORDER = ("student", "no_teacher", "cmvae", "decrs", "interaction", "inte
 REQUIRED = ("variant", "seed", "set", "video_id", "weight", "rank_sampled", "rank_full")
 RANKED = ("sampled", "full")  # protocols that rank the chosen music (weighted by lambda_v)
 GRADED = "truth"  # the protocol scored against the world's compatibility (unweighted, as evaluate does)
+
+
+def is_reference(name: str) -> bool:
+    """A reference row (a paper's comparison model, an ablation, a simple baseline, plain CMVAE on any data),
+    not a debiasing method: the registry's row label does not name DebCM. An unknown name is a challenger."""
+    from pipeline.models.baselines import REGISTRY
+
+    if name in REFERENCES:
+        return True
+    spec = REGISTRY.get(name)
+    return spec is not None and not spec.row.startswith("DebCM")
+
+
+def uses_pgc(name: str) -> bool:
+    """Does the variant learn from PGC data (DebCM Table 3's "UGC + PGC" group)?"""
+    from pipeline.models.baselines import REGISTRY
+
+    spec = REGISTRY.get(name)
+    return spec is not None and spec.data == "ugc+pgc"
 
 
 def order_variants(names: Iterable[str]) -> list[str]:
@@ -75,8 +94,8 @@ def has_values(rows: pd.DataFrame, key: MetricKey) -> bool:
 
 
 def video_values(rows: pd.DataFrame, key: MetricKey) -> np.ndarray:
-    """Per row (video), the metric's value: Recall@K's hit [rank <= K], NDCG@K's 1/log2(rank + 1) (DESIGN
-    section 1, one relevant music), truth NDCG@K, or signed bias amplification pred_share - true_share."""
+    """Per row (video), the metric's value: Recall@K's hit [rank <= K], NDCG@K's 1/log2(rank + 1) (one
+    relevant music; docs/architecture.md section 7), truth NDCG@K, or signed bias amplification."""
     if key.protocol in RANKED:
         rank = rows[f"rank_{key.protocol}"].to_numpy(dtype=np.float64)
         if key.metric == "recall":

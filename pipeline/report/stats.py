@@ -1,4 +1,4 @@
-"""Paired verdicts (DESIGN section 8): two variants on the same test videos and seeds.
+"""Paired verdicts (docs/architecture.md section 10): two variants on the same test videos and seeds.
 
 Per video the metric is averaged over seeds; the effect is the difference of the weighted means (for bias
 amplification, of their magnitudes). A paired randomisation test (scipy.stats.permutation_test, each video's

@@ -60,7 +60,7 @@ def test_defaults_reproduce_the_values_saved_before_the_options():
     batch = random_batch()
     cm = CMVAE(VISUAL, MUSIC, TEXT, CMVAEConfig(**SMALL))
     cm.load_state_dict(saved["cmvae"]["state_dict"])
-    db = DebCM(VISUAL, MUSIC, TEXT, DebCMConfig(**SMALL, kl_weight=0.0))
+    db = DebCM(VISUAL, MUSIC, TEXT, DebCMConfig(**SMALL, kl_weight=0.0, confounder_projection="linear"))
     db.load_state_dict(saved["debcm"]["state_dict"])
     db.set_prior(PRIOR)
     for model, name in ((cm, "cmvae"), (db, "debcm")):
