@@ -20,6 +20,7 @@ import json
 import os
 import shlex
 import sys
+import tempfile
 import time
 from pathlib import Path
 
@@ -137,20 +138,19 @@ def run(args, argv) -> dict:
                       precision=args.precision)
     stamps = []
     start = time.perf_counter(), time.process_time()
-    import tempfile
     with tempfile.TemporaryDirectory() as work:
         summary = fit(student, data, cfg, work, teacher=teacher,
                       on_epoch_end=lambda e, r: stamps.append((time.perf_counter(), time.process_time())))
     wall = np.diff([start[0], *[s[0] for s in stamps]])  # the first includes scaling and the teacher's posteriors
     cpu = np.diff([start[1], *[s[1] for s in stamps]])
     device = resolve_device(args.device)
-    cpu_data = data.to(device)
+    on_device = data.to(device)
     validation = []
-    for _ in range(3):
+    for _ in range(3):  # the validation inside each epoch above, timed on its own
         t = time.perf_counter()
-        validation_recall(student, cpu_data, cfg.val_k)
+        validation_recall(student, on_device, cfg.val_k)
         validation.append(time.perf_counter() - t)
-    evals = [full_pool_eval_seconds(student, cpu_data) for _ in range(3)]
+    evals = [full_pool_eval_seconds(student, on_device) for _ in range(3)]
     n = int(data.video_idx.shape[0])
     return {
         "command": command_line(argv),
@@ -194,7 +194,7 @@ def record_run(path: Path, label: str, record: dict) -> dict:
     return bench
 
 
-def _s(x) -> str:
+def _cell(x) -> str:
     return "" if x is None else f"{x:g}"
 
 
@@ -211,10 +211,10 @@ def speed_table(bench: dict) -> str:
                 f"{d['music']:,} music ({d['music_dim']}-d), {d['train_pairs']:,} pairs, batch {c['batch_size']} "
                 f"({c['steps_per_epoch']} steps), {d['validation_videos']:,} validation videos, {c['precision']}")
         load = f"{r['load_average_start'][0]:g} -> {r['load_average_end'][0]:g}"
-        lines.append(f"| {label} | {data} | {c['epochs']} | **{_s(f['epoch_seconds_median'])}** "
-                     f"({', '.join(map(_s, f['epoch_seconds'][1:]))}) | {_s(f['epoch_cpu_seconds_median'])} "
-                     f"| {_s(f['first_epoch_seconds'])} | {_s(f['validation_seconds_median'])} "
-                     f"| {_s(f['full_ranking_seconds_median'])} ({f['full_ranking_videos']:,} videos) "
+        lines.append(f"| {label} | {data} | {c['epochs']} | **{_cell(f['epoch_seconds_median'])}** "
+                     f"({', '.join(map(_cell, f['epoch_seconds'][1:]))}) | {_cell(f['epoch_cpu_seconds_median'])} "
+                     f"| {_cell(f['first_epoch_seconds'])} | {_cell(f['validation_seconds_median'])} "
+                     f"| {_cell(f['full_ranking_seconds_median'])} ({f['full_ranking_videos']:,} videos) "
                      f"| {m['threads']} | {load} | `{r['command']}` |")
         machine = f"{m['cpu']} ({m['cpus']} CPUs), torch {m['torch']}, {m['device']}, {r['date']}"
         if machine not in machines:
