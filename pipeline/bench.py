@@ -1,37 +1,48 @@
-"""Speed at TT-150k size: `python -m pipeline.bench [--epochs 2] [--device auto]`.
+"""Speed at TT-150k size: `python -m pipeline.bench [--features DIR --dataset DIR --scheme weak] [--epochs 4]`.
 
-Builds a TrainData of TT-150k's shape (146,351 UGC videos with 1280-d visual and 512-d text features, 3,003
-music with 128 + 128-d audio, 80 % of the videos as training pairs, 20,000 uploaders, a 14.6k validation set
-with 100 negatives) from seeded random features, trains the DebCM student with a frozen teacher through
-the pipeline's own `fit`, and times a full-pool evaluation of 15,000 test videos. Random features make the
-timing honest (the work per step does not depend on what the numbers are) but say nothing about quality.
-Prints one JSON object: seconds per epoch (median), teacher precomputation, full ranking, peak memory.
+Trains the DebCM student with a frozen teacher in the loop through the pipeline's own `fit` (validation and
+checkpoint every epoch, as the stages run it) and times a full-pool evaluation of 15,000 videos. The data is
+either seeded random features of TT-150k's shape (146,351 videos with 2048-d visual and 512-d text features,
+3,003 music with 128 + 128-d audio, 80 % of the videos as training pairs, 20,000 uploaders, a 14.6k
+validation set with 100 negatives) or a built dataset (`--features data/features --dataset data/dataset`,
+e.g. an imported release or the TT-150k-sized world of configs/tt150k_world.yaml). Random features make the
+timing honest (the work per step does not depend on what the numbers are) but say nothing about quality;
+the teacher is an untrained CMVAE of the right shape (its posteriors cost the same as a trained one's).
+
+Each run is written to reports/bench.json under its label (with the exact command, CPU model, threads, torch
+version and load average before and after); `--render-readme` rewrites the README's speed table from that
+file (`speed_table`), and tests/test_bench.py checks that the two agree.
 """
 from __future__ import annotations
 
 import argparse
 import json
-import resource
+import os
+import shlex
+import sys
 import tempfile
 import time
+from pathlib import Path
 
-import numpy as np
-import torch
+from pipeline.errors import DataError
 
-from pipeline.data.schema import GENRES
-from pipeline.metrics import ScoreMatrix, full_ranks, ranking_metrics
-from pipeline.models.cmvae import CMVAE, CMVAEConfig
-from pipeline.models.debcm import DebCM, DebCMConfig
-from pipeline.sampling.negatives import sample_negatives
-from pipeline.inference import embed
-from pipeline.training.config import TrainConfig
-from pipeline.training.data import TrainData
-from pipeline.training.loop import fit, resolve_device
-
-N_VIDEOS, N_MUSIC, N_UPLOADERS, VISUAL, TEXT, MUSIC = 146_351, 3_003, 20_000, 1280, 512, 256
+N_VIDEOS, N_MUSIC, N_UPLOADERS, VISUAL, TEXT, MUSIC = 146_351, 3_003, 20_000, 2048, 512, 256
+BENCH_JSON = Path("reports/bench.json")
+README = Path("README.md")
+TABLE_START, TABLE_END = "<!-- bench table: python -m pipeline.bench --render-readme -->", "<!-- end bench table -->"
+# Environment variables that change how torch's CPU threads behave; a run records the ones that were set.
+THREAD_ENV = ("OMP_WAIT_POLICY", "GOMP_SPINCOUNT", "OMP_NUM_THREADS", "MKL_NUM_THREADS")
 
 
-def tt150k_data(seed: int = 0, n_videos: int = N_VIDEOS) -> TrainData:
+def tt150k_data(seed: int = 0, n_videos: int = N_VIDEOS, visual_dim: int = VISUAL):
+    """A TrainData of TT-150k's shape from seeded random features."""
+    import numpy as np
+    import torch
+
+    from pipeline.data.schema import GENRES
+    from pipeline.sampling.negatives import sample_negatives
+    from pipeline.training.data import TrainData
+
     g = torch.Generator().manual_seed(seed)
     n_train, n_val = int(0.8 * n_videos), int(0.1 * n_videos)
     tastes = torch.distributions.Dirichlet(torch.full((len(GENRES),), 0.4)).sample((N_UPLOADERS,))
@@ -42,7 +53,7 @@ def tt150k_data(seed: int = 0, n_videos: int = N_VIDEOS) -> TrainData:
     negatives = sample_negatives(positive, N_MUSIC, 100, np.random.default_rng(seed + 1), where="bench val")
     candidates = torch.from_numpy(np.concatenate([positive[:, None], negatives], axis=1))
     return TrainData(
-        visual=torch.randn(n_videos, VISUAL, generator=g), music=torch.randn(N_MUSIC, MUSIC, generator=g),
+        visual=torch.randn(n_videos, visual_dim, generator=g), music=torch.randn(N_MUSIC, MUSIC, generator=g),
         video_idx=torch.arange(n_train), music_idx=torch.randint(0, N_MUSIC, (n_train,), generator=g),
         uploader_idx=torch.randint(0, N_UPLOADERS, (n_train,), generator=g), uploader_dist=tastes,
         music_genre=genre, val_video=val_video, val_candidates=candidates, val_weight=np.ones(n_val),
@@ -50,44 +61,210 @@ def tt150k_data(seed: int = 0, n_videos: int = N_VIDEOS) -> TrainData:
         text_mask=torch.rand(n_videos, generator=g) < 0.7)
 
 
-def full_pool_eval_seconds(model, data: TrainData, n_test: int = 15_000, ks=(10, 15, 20, 25)) -> float:
+def full_pool_eval_seconds(model, data, n_test: int = 15_000, ks=(10, 15, 20, 25)) -> float:
     """Wall time of the evaluate stage's work for one test set: embed, score against every music, rank."""
+    import numpy as np
+    import torch
+
+    from pipeline.inference import embed
+    from pipeline.metrics import ScoreMatrix, full_ranks, ranking_metrics
+
     device = next(model.parameters()).device
+    n_test = min(n_test, data.visual.shape[0], data.music_idx.shape[0])
     rows = torch.arange(n_test)
     start = time.perf_counter()
     video_z = embed(model.video_embedding, {k: v.to(device) for k, v in data.video_batch(rows).items()})
     music_z = embed(model.music_embedding, {k: v.to(device) for k, v in data.music_batch().items()})
-    ranks = full_ranks(ScoreMatrix(video_emb=video_z, music_emb=music_z), data.music_idx[:n_test].numpy())
+    ranks = full_ranks(ScoreMatrix(video_emb=video_z, music_emb=music_z), data.music_idx[:n_test].cpu().numpy())
     ranking_metrics(ranks, ks, np.ones(n_test))
     return time.perf_counter() - start
 
 
+def cpu_model() -> str:
+    """The CPU's model name from /proc/cpuinfo ('unknown' where there is none)."""
+    try:
+        for line in Path("/proc/cpuinfo").read_text().splitlines():
+            if line.startswith("model name"):
+                return line.split(":", 1)[1].strip()
+    except OSError:
+        pass
+    return "unknown"
+
+
+def load_average() -> list[float]:
+    return [round(x, 2) for x in os.getloadavg()]
+
+
+def command_line(argv) -> str:
+    """The command as typed, with the thread environment variables that were set in front of it."""
+    env = [f"{k}={shlex.quote(os.environ[k])}" for k in THREAD_ENV if k in os.environ]
+    return " ".join(env + ["python -m pipeline.bench", *map(shlex.quote, argv)])
+
+
+def _median(xs) -> float | None:
+    import numpy as np
+    return round(float(np.median(xs)), 2) if len(xs) else None
+
+
+def run(args, argv) -> dict:
+    """One benchmark run: the record that reports/bench.json keeps under its label."""
+    import resource
+
+    import numpy as np
+    import torch
+
+    from pipeline.models.cmvae import CMVAE, CMVAEConfig
+    from pipeline.models.debcm import DebCM, DebCMConfig
+    from pipeline.training.config import TrainConfig
+    from pipeline.training.loop import fit, resolve_device, validation_recall
+
+    load_start = load_average()
+    if args.threads:
+        torch.set_num_threads(args.threads)
+    if args.dataset:
+        from pipeline.training.data import build_train_data
+        from pipeline.sampling.dataset import load_dataset
+        data = build_train_data(args.features, load_dataset(args.dataset), args.scheme)
+        source = {"source": "dataset", "features": str(args.features), "dataset": str(args.dataset),
+                  "scheme": args.scheme}
+    else:
+        data = tt150k_data()
+        source = {"source": "random"}
+    visual, music, text = data.visual.shape[1], data.music.shape[1], None if data.text is None else data.text.shape[1]
+    torch.manual_seed(0)
+    teacher = CMVAE(visual, music, text, CMVAEConfig())
+    student = DebCM(visual, music, text, DebCMConfig())
+    cfg = TrainConfig(epochs=args.epochs, batch_size=args.batch_size, device=args.device, patience=10**6,
+                      precision=args.precision)
+    stamps = []
+    start = time.perf_counter(), time.process_time()
+    with tempfile.TemporaryDirectory() as work:
+        summary = fit(student, data, cfg, work, teacher=teacher,
+                      on_epoch_end=lambda e, r: stamps.append((time.perf_counter(), time.process_time())))
+    wall = np.diff([start[0], *[s[0] for s in stamps]])  # the first includes scaling and the teacher's posteriors
+    cpu = np.diff([start[1], *[s[1] for s in stamps]])
+    device = resolve_device(args.device)
+    on_device = data.to(device)
+    validation = []
+    for _ in range(3):  # the validation inside each epoch above, timed on its own
+        t = time.perf_counter()
+        validation_recall(student, on_device, cfg.val_k)
+        validation.append(time.perf_counter() - t)
+    evals = [full_pool_eval_seconds(student, on_device) for _ in range(3)]
+    n = int(data.video_idx.shape[0])
+    return {
+        "command": command_line(argv),
+        "date": time.strftime("%Y-%m-%d"),
+        "machine": {"cpu": cpu_model(), "cpus": os.cpu_count(), "threads": torch.get_num_threads(),
+                    "torch": torch.__version__, "device": str(device),
+                    "thread_env": {k: os.environ[k] for k in THREAD_ENV if k in os.environ}},
+        "load_average_start": load_start, "load_average_end": load_average(),
+        "data": {**source, "videos": int(data.visual.shape[0]), "music": int(data.music.shape[0]), "train_pairs": n,
+                 "validation_videos": int(data.val_video.shape[0]), "visual_dim": visual, "text_dim": text,
+                 "music_dim": music},
+        "config": {"epochs": args.epochs, "batch_size": summary["batch_size"],
+                   "steps_per_epoch": -(-n // summary["batch_size"]), "precision": args.precision},
+        "figures": {
+            "epoch_seconds": [round(float(s), 2) for s in wall],
+            "epoch_cpu_seconds": [round(float(s), 2) for s in cpu],
+            "first_epoch_seconds": round(float(wall[0]), 2),
+            "epoch_seconds_median": _median(wall[1:]),
+            "epoch_cpu_seconds_median": _median(cpu[1:]),
+            "validation_seconds_median": round(float(np.median(validation)), 3),
+            "full_ranking_seconds_median": round(float(np.median(evals)), 3),
+            "full_ranking_videos": min(15_000, int(data.visual.shape[0]), n),
+            "peak_rss_gib": round(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 2**20, 2)},
+    }
+
+
+def default_label(args) -> str:
+    source = f"{Path(args.dataset).name}-{args.scheme}" if args.dataset else "random"
+    threads = args.threads or os.cpu_count()
+    policy = os.environ.get("OMP_WAIT_POLICY", "").lower()
+    return f"{source}-{args.precision}-{threads}t" + (f"-{policy}" if policy else "")
+
+
+def record_run(path: Path, label: str, record: dict) -> dict:
+    """reports/bench.json with `record` stored under `label` (replacing an earlier run of that label)."""
+    from pipeline.io import write_json
+
+    bench = json.loads(path.read_text()) if path.exists() else {"runs": {}}
+    bench["runs"][label] = record
+    write_json(bench, path)
+    return bench
+
+
+def _cell(x) -> str:
+    return "" if x is None else f"{x:g}"
+
+
+def speed_table(bench: dict) -> str:
+    """The README's speed table: one row per run of reports/bench.json (sorted by label)."""
+    lines = ["| run | data | epochs | student epoch, median after the first (s) | CPU s per epoch | first epoch (s) "
+             "| validation (s) | full ranking (s) | threads | load avg start -> end | command |",
+             "|---|---|---|---|---|---|---|---|---|---|---|"]
+    machines = []
+    for label, r in sorted(bench["runs"].items()):
+        d, f, m, c = r["data"], r["figures"], r["machine"], r["config"]
+        what = "random features" if d["source"] == "random" else f"{d['dataset']} ({d['scheme']})"
+        data = (f"{what}: {d['videos']:,} videos ({d['visual_dim']}-d visual, {d['text_dim']}-d text), "
+                f"{d['music']:,} music ({d['music_dim']}-d), {d['train_pairs']:,} pairs, batch {c['batch_size']} "
+                f"({c['steps_per_epoch']} steps), {d['validation_videos']:,} validation videos, {c['precision']}")
+        load = f"{r['load_average_start'][0]:g} -> {r['load_average_end'][0]:g}"
+        lines.append(f"| {label} | {data} | {c['epochs']} | **{_cell(f['epoch_seconds_median'])}** "
+                     f"({', '.join(map(_cell, f['epoch_seconds'][1:]))}) | {_cell(f['epoch_cpu_seconds_median'])} "
+                     f"| {_cell(f['first_epoch_seconds'])} | {_cell(f['validation_seconds_median'])} "
+                     f"| {_cell(f['full_ranking_seconds_median'])} ({f['full_ranking_videos']:,} videos) "
+                     f"| {m['threads']} | {load} | `{r['command']}` |")
+        machine = f"{m['cpu']} ({m['cpus']} CPUs), torch {m['torch']}, {m['device']}, {r['date']}"
+        if machine not in machines:
+            machines.append(machine)
+    return "\n".join([f"Machine: {'; '.join(machines)}.", "", *lines])
+
+
+def render_readme(readme: Path, bench: dict) -> None:
+    """Replace the README's table between the bench markers with speed_table(bench)."""
+    from pipeline.io import atomic_path
+
+    text = readme.read_text()
+    if TABLE_START not in text or TABLE_END not in text:
+        raise DataError(f"{readme}: no bench table markers ({TABLE_START!r} ... {TABLE_END!r})")
+    head, rest = text.split(TABLE_START, 1)
+    tail = rest.split(TABLE_END, 1)[1]
+    with atomic_path(readme) as tmp:
+        tmp.write_text(f"{head}{TABLE_START}\n{speed_table(bench)}\n{TABLE_END}{tail}")
+
+
+def readme_table(readme: Path) -> str:
+    """The table currently between the README's bench markers."""
+    return readme.read_text().split(TABLE_START, 1)[1].split(TABLE_END, 1)[0].strip("\n")
+
+
 def main(argv=None) -> None:
-    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    ap.add_argument("--epochs", type=int, default=2)
+    argv = list(sys.argv[1:] if argv is None else argv)
+    ap = argparse.ArgumentParser(prog="python -m pipeline.bench", description=__doc__.splitlines()[0])
+    ap.add_argument("--epochs", type=int, default=4, help="epochs (default 4: the median is over the last 3)")
+    ap.add_argument("--features", type=Path, help="a built data/features (with --dataset): time on real data")
+    ap.add_argument("--dataset", type=Path, help="a built data/dataset")
+    ap.add_argument("--scheme", default="weak", help="the split scheme whose training pairs are used")
+    ap.add_argument("--precision", default="fp32", choices=("fp32", "bf16"), help="train.loop.precision")
+    ap.add_argument("--threads", type=int, default=0, help="torch CPU threads (0: every core)")
     ap.add_argument("--device", default="auto")
     ap.add_argument("--batch-size", type=int, default=1024)
+    ap.add_argument("--label", help="the run's name in reports/bench.json (default: data-precision-threads)")
+    ap.add_argument("--out", type=Path, default=BENCH_JSON, help="where runs are recorded (default reports/bench.json)")
+    ap.add_argument("--render-readme", action="store_true", help="only rewrite README.md's table from --out")
     args = ap.parse_args(argv)
-    data = tt150k_data()
-    torch.manual_seed(0)
-    teacher = CMVAE(VISUAL, MUSIC, TEXT, CMVAEConfig())
-    student = DebCM(VISUAL, MUSIC, TEXT, DebCMConfig())
-    cfg = TrainConfig(epochs=args.epochs, batch_size=args.batch_size, device=args.device, patience=100)
-    stamps = []
-    start = time.perf_counter()
-    with tempfile.TemporaryDirectory() as work:
-        fit(student, data, cfg, work, teacher=teacher, on_epoch_end=lambda e, r: stamps.append(time.perf_counter()))
-    epoch_s = np.diff([start, *stamps])  # the first includes the teacher's one-off posteriors
-    evals = [full_pool_eval_seconds(student, data) for _ in range(3)]
-    device = resolve_device(args.device)
-    peak_gpu = torch.cuda.max_memory_allocated() / 2**30 if device.type == "cuda" else None
-    print(json.dumps({
-        "device": str(device), "threads": torch.get_num_threads(), "train_pairs": int(data.video_idx.shape[0]),
-        "batch_size": args.batch_size, "epoch_seconds": [round(float(s), 2) for s in epoch_s],
-        "epoch_seconds_median_after_first": round(float(np.median(epoch_s[1:])), 2) if len(epoch_s) > 1 else None,
-        "full_ranking_15k_x_3003_seconds_median": round(float(np.median(evals)), 3),
-        "peak_rss_gib": round(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 2**20, 2),
-        "peak_gpu_gib": None if peak_gpu is None else round(peak_gpu, 2)}, indent=2))
+    if args.render_readme:
+        render_readme(README, json.loads(args.out.read_text()))
+        return
+    if (args.features is None) != (args.dataset is None):
+        ap.error("--features and --dataset go together")
+    if args.epochs < 2:
+        ap.error("--epochs must be >= 2 (the first epoch carries the one-off teacher posteriors)")
+    record = run(args, argv)
+    record_run(args.out, args.label or default_label(args), record)
+    print(json.dumps(record, indent=2))
 
 
 if __name__ == "__main__":

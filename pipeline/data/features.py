@@ -88,19 +88,28 @@ def _with_smile(music_ids: list[str], audio: np.ndarray, sdir: Path) -> tuple[li
     return music_ids, np.concatenate([audio, smile], axis=1)
 
 
+def load_music_features(features_dir: str | Path) -> tuple[list[str], np.ndarray]:
+    """(music ids, audio || openSMILE rows) of load_features alone: what ranking a pool needs, without
+    reading every video's matrices (`recommend`)."""
+    d = Path(features_dir)
+    mdir, sdir = (d / "music", d / "smile") if (d / "video").is_dir() else (d, d)
+    music_ids = _read_ids(mdir / MUSIC_IDS_FILE)
+    music = _load_matrix(mdir / "music_audio.npy", len(music_ids), True)
+    if (sdir / "music_smile.npy").exists():
+        music_ids, music = _with_smile(music_ids, music, sdir)
+    return music_ids, music
+
+
 def load_features(features_dir: str | Path) -> Features:
     """Read the feature matrices: the extract stages' layout (`video/`, `music/`, `smile/` under
     data/features, each with its own sorted id list) or one flat folder. Visual and audio are required,
     text and openSMILE optional. Music rows are the clips that have every music feature, audio || smile."""
     d = Path(features_dir)
     split_layout = (d / "video").is_dir()
-    vdir, mdir, sdir = (d / "video", d / "music", d / "smile") if split_layout else (d, d, d)
+    vdir = d / "video" if split_layout else d
     video_ids = _read_ids(vdir / VIDEO_IDS_FILE)
     visual = _load_matrix(vdir / "video_visual.npy", len(video_ids), True)
-    music_ids = _read_ids(mdir / MUSIC_IDS_FILE)
-    music = _load_matrix(mdir / "music_audio.npy", len(music_ids), True)
-    if (sdir / "music_smile.npy").exists():
-        music_ids, music = _with_smile(music_ids, music, sdir)
+    music_ids, music = load_music_features(d)
     text, mask = _load_matrix(vdir / "video_text.npy", len(video_ids), False), None
     if text is not None:
         path = vdir / "video_text_mask.npy"

@@ -85,6 +85,10 @@ def without_text(batch: Batch, text_dim: int) -> dict[str, torch.Tensor]:
             "text_mask": torch.zeros(n, dtype=torch.bool, device=visual.device)}
 
 
+class _Standardised(dict):
+    """A batch whose feature keys CMVAE._standardised has already standardised (CMVAE._input passes them on)."""
+
+
 class CMVAE(nn.Module):
     """Video (visual, text) and music encoders into a shared d-dim Gaussian latent, trained to rank pairs."""
 
@@ -126,7 +130,19 @@ class CMVAE(nn.Module):
     def _input(self, batch: Batch, key: str, rows: int | None = None) -> torch.Tensor:
         """batch[key] checked against the model's width and standardised."""
         dims = {"visual": self.visual_dim, "music": self.music_dim, "text": self.text_dim}
-        return self.scalers[key](require(batch, key, rows=rows, dim=dims[key]))
+        x = require(batch, key, rows=rows, dim=dims[key])
+        return x if isinstance(batch, _Standardised) else self.scalers[key](x)
+
+    def _standardised(self, batch: Batch) -> "_Standardised":
+        """The batch with each modality standardised once: the objective reads the visual features up to
+        three times (encoder, reconstruction target, row count), each a pass over a [B, 2048] matrix."""
+        if isinstance(batch, _Standardised):
+            return batch
+        out = _Standardised(batch)
+        for key in self.scalers:
+            if key in batch and (key != "text" or self.text_dim):
+                out[key] = self._input(batch, key)
+        return out
 
     # ---- posteriors -------------------------------------------------------------------------
     def _video_experts(self, batch: Batch) -> tuple[Gaussian, Gaussian | None, torch.Tensor | None]:
@@ -284,6 +300,7 @@ class CMVAE(nn.Module):
 
     def _loss_terms(self, batch: Batch) -> tuple[dict[str, torch.Tensor], Gaussian, Gaussian]:
         """Every named CMVAE term plus the two posteriors (DebCM adds its teacher terms to these)."""
+        batch = self._standardised(batch)
         visual = self._input(batch, "visual")
         n = visual.shape[0]
         if "music_idx" in batch:

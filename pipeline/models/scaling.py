@@ -30,8 +30,10 @@ class Standardizer(nn.Module):
             raise DataError(f"{where}: shape {tuple(x.shape)}, expected (rows, {self.mean.shape[0]}) to standardise")
         if x.shape[0] == 0:
             raise DataError(f"{where}: no training rows to fit the standardisation on")
-        x = x.to(torch.float64)
-        mean, std = x.mean(dim=0), x.std(dim=0, unbiased=False)
+        # float32, two passes (torch sums pairwise): a float64 copy of TT-150k's visual matrix took 5.5 s
+        x = x.to(torch.float32)
+        mean = x.mean(dim=0)
+        std = (x - mean).square().mean(dim=0).sqrt()
         self.mean.copy_(mean.to(self.mean.dtype))
         self.std.copy_(torch.where(std < MIN_STD, torch.ones_like(std), std).to(self.std.dtype))
 

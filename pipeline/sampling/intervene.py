@@ -10,7 +10,6 @@ import math
 
 import numpy as np
 import pandas as pd
-from scipy.stats import rankdata
 
 from pipeline.errors import DataError, ParamsError
 from pipeline.sampling.common import member
@@ -74,6 +73,8 @@ def _rank_norm(values: np.ndarray) -> np.ndarray:
     """Average ranks scaled to [0, 1] (0 = lowest); a single value maps to 1."""
     if len(values) == 1:
         return np.ones(1)
+    from scipy.stats import rankdata  # here, not at the top: scipy.stats costs ~1.5 s of `recommend`'s start-up
+
     return (rankdata(values, method="average") - 1.0) / (len(values) - 1.0)
 
 

@@ -6,6 +6,8 @@ from dataclasses import dataclass
 
 from pipeline.errors import ParamsError
 
+PRECISIONS = ("fp32", "bf16")
+
 
 @dataclass
 class TrainConfig:
@@ -24,6 +26,9 @@ class TrainConfig:
     threads: int = 0  # torch CPU threads the training stages use; 0: every core
     val_k: int = 25  # model selection on validation Recall@val_k (papers: 25)
     standardize: bool = True  # fit each input modality's mean/std on the training rows (stored in the model)
+    # fp32: IEEE float32 throughout. bf16: training steps multiply in bfloat16 (training.loop.step_precision;
+    # validation and the teacher's posteriors stay fp32); faster on CPUs with AVX512-BF16 or AMX.
+    precision: str = "fp32"
 
     def validate(self) -> None:
         for name in ("epochs", "batch_size", "min_steps_per_epoch", "min_batch_size", "patience", "eval_every",
@@ -33,6 +38,8 @@ class TrainConfig:
         if self.lr <= 0 or self.weight_decay < 0 or self.threads < 0:
             raise ParamsError(f"train.loop: lr={self.lr} must be > 0, weight_decay={self.weight_decay} and "
                               f"threads={self.threads} >= 0")
+        if self.precision not in PRECISIONS:
+            raise ParamsError(f"train.loop.precision={self.precision!r}: expected one of {PRECISIONS}")
         if self.device not in ("auto", "cpu", "cuda") and not str(self.device).startswith("cuda:"):
             raise ParamsError(f"train.loop.device={self.device!r}: expected auto, cpu or cuda[:n]")
 
