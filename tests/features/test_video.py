@@ -11,7 +11,7 @@ import torch
 from PIL import Image
 
 from pipeline.errors import MediaError, ParamsError
-from pipeline.features.backbones import FEATURE_DIMS, NORMALISATION, ResNet50
+from pipeline.features.backbones import FEATURE_DIMS, NORMALISATION, ResNet50, build_backbone
 from pipeline.features.video import (
     FAILURE_COLUMNS,
     VideoConfig,
@@ -147,7 +147,8 @@ def test_every_bad_file_is_named(tmp_path, lite0):
     with pytest.raises(MediaError) as info:
         extract_video_features({**bad, **good}, cfg, backbone=lite0)
     message = str(info.value)
-    assert message.startswith("5 of 7 video(s)")
+    assert message.startswith("video features: 5 of 7 video(s) fail the media check (set media.on_error: skip")
+    assert "\n" not in message
     for video_id, path in bad.items():
         assert f"{video_id} ({path})" in message
     assert "good_a" not in message and "good_b" not in message
@@ -281,9 +282,9 @@ def test_resnet50_loads_a_local_state_dict(tmp_path):
             / torch.tensor(NORMALISATION["resnet50"][1]).view(1, 3, 1, 1)
         )
         for path in (plain, wrapped):
-            encoder = load_backbone(VideoConfig(backbone="resnet50", weights=str(path), device="cpu"))
-            loaded = encoder.net.state_dict()
+            loaded = build_backbone("resnet50", str(path), "cpu", fuse=False).net.state_dict()
             assert all(torch.equal(loaded[k], v) for k, v in source.state_dict().items())
+        encoder = load_backbone(VideoConfig(backbone="resnet50", weights=str(wrapped), device="cpu"))  # fused
         out = encoder(frames)
         assert out.shape == (2, 2048) and torch.isfinite(out).all()
         torch.testing.assert_close(out, expected, rtol=1e-4, atol=1e-4)
@@ -293,7 +294,7 @@ def test_resnet50_weight_errors_name_the_file(tmp_path):
     missing = tmp_path / "nowhere" / "resnet50-0676ba61.pth"
     with pytest.raises(ParamsError, match="resnet50-0676ba61.pth does not exist"):
         load_backbone(VideoConfig(backbone="resnet50", weights=str(missing)))
-    with pytest.raises(ParamsError, match="needs features.video.weights"):
+    with pytest.raises(ParamsError, match="needs features_video.weights"):
         load_backbone(VideoConfig(backbone="resnet50"))
     other = tmp_path / "not_resnet.pth"
     torch.save({"conv1.weight": torch.zeros(64, 3, 7, 7), "head.weight": torch.zeros(3)}, other)
