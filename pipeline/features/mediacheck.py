@@ -72,8 +72,8 @@ def _check_file(path: str | os.PathLike) -> str:
     return str(p)
 
 
-def _too_short(seconds: float, what: str) -> BadMedia:
-    return BadMedia(f"too short: {what} {seconds:.2f} s, expected at least {MIN_SECONDS:g} s")
+def _too_short(seconds: float) -> BadMedia:
+    return BadMedia(f"too short: {seconds:.2f} s, expected at least {MIN_SECONDS:g} s")
 
 
 def _open(path: str):
@@ -149,7 +149,7 @@ class VideoReader:
             raise BadMedia(f"truncated: frames cover {float(self.end):.2f} s of the declared "
                            f"{float(self.stream_duration):.2f} s")
         if self.end < MIN_SECONDS:
-            raise _too_short(float(self.end), "frames cover")
+            raise _too_short(float(self.end))
         if n < MIN_VIDEO_FRAMES:
             raise BadMedia(f"too few frames: {n}, expected at least {MIN_VIDEO_FRAMES}")
 
@@ -197,7 +197,7 @@ def decode_audio(path: str | os.PathLike) -> tuple[np.ndarray, int]:
     if y.size == 0:
         raise BadMedia("no audio samples decoded (empty or unsupported stream)")
     if y.size < MIN_SECONDS * sr:
-        raise _too_short(y.size / sr, "audio lasts")
+        raise _too_short(y.size / sr)
     if not np.isfinite(y).all():
         raise BadMedia("decoded samples hold NaN or inf")
     rms = float(np.sqrt(np.mean(np.square(y, dtype=np.float64))))
@@ -237,7 +237,7 @@ def probe(path: str | os.PathLike, kind: str) -> None:
         else:
             seconds = container.duration / 1_000_000 if container.duration else None
         if seconds is not None and seconds < MIN_SECONDS:
-            raise _too_short(seconds, "header declares")
+            raise _too_short(seconds)
         if kind == "video":
             if not (stream.average_rate or stream.guessed_rate):
                 raise BadMedia("the video stream declares no frame rate")

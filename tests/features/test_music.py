@@ -15,8 +15,8 @@ import soundfile as sf
 
 from pipeline.errors import MediaError, ParamsError
 from pipeline.features.mediacheck import SILENCE_RMS, BadMedia
-from pipeline.features.music import (MusicEmbeddingConfig, embed_music, load_audio, musicnn_logmel, patches,
-                                     vggish_logmel, vggish_variables)
+from pipeline.features.music import (MusicEmbeddingConfig, embed_music, gpu_present, load_audio, musicnn_logmel,
+                                     patches, vggish_logmel, vggish_variables)
 
 
 def synth_song(path, *, seconds=6.0, sr=44100, bpm=100.0, root=57, minor=False, drums=1.0, harmonics=6,
@@ -268,3 +268,18 @@ def test_vggish_from_a_local_checkpoint(songs, tmp_path):
     second = _save_checkpoint(tmp_path / "two" / "vggish_model.ckpt", vggish_variables(), seed=2)
     X2 = embed_music(clips, MusicEmbeddingConfig(model="vggish", layer="embedding", vggish_checkpoint=second))[1]
     assert not np.allclose(X, X2)
+
+
+@pytest.mark.skipif(gpu_present(), reason="an NVIDIA driver is present: TensorFlow may use the GPU here")
+def test_tensorflow_logs_no_cuda_error_on_a_cpu_machine():
+    """Before: every extract_music run printed 'failed call to cuInit: ... CUDA error' on this CPU machine."""
+    import os
+    import subprocess
+    import sys
+
+    env = {k: v for k, v in os.environ.items() if k not in ("TF_CPP_MIN_LOG_LEVEL", "CUDA_VISIBLE_DEVICES")}
+    env["PYTHONPATH"] = str(Path(__file__).resolve().parents[2])
+    code = "from pipeline.features.music import _tensorflow; tf = _tensorflow(); tf.compat.v1.Session(); print('ok')"
+    run = subprocess.run([sys.executable, "-c", code], env=env, capture_output=True, text=True, timeout=300)
+    assert run.returncode == 0 and run.stdout.strip() == "ok", run.stderr[-2000:]
+    assert "cuInit" not in run.stderr and "CUDA error" not in run.stderr, run.stderr[-2000:]

