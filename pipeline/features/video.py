@@ -99,14 +99,13 @@ def _decode(path: str, fps: float, max_frames: int, size: int | None) -> np.ndar
 
     with VideoReader(path) as video:
         times = deque(_sample_times(video.duration, fps_q, max_frames))
-        prev, end = None, Fraction(0)
+        prev = None
         for t, frame in video.frames():
             while times and prev is not None and t > times[0]:
                 emit(prev)
                 times.popleft()
             prev = frame
-            end = video.end
-        while times and times[0] < end:  # the last frame is shown until its own end
+        while times and times[0] < video.end:  # the last frame is shown until its own end
             emit(prev)
             times.popleft()
     if not frames:
