@@ -105,7 +105,10 @@ class VideoReader:
             if not self.container.streams.video:
                 raise BadMedia(f"no video stream (container {self.container.format.name!r})")
             self.stream = self.container.streams.video[0]
-            self.stream.thread_type = "AUTO"  # H.264 decoding is bit-exact whatever the threading
+            codec = self.stream.codec_context  # None when the header holds no codec parameters
+            if codec is not None and (codec.width or 0) * (codec.height or 0) >= 640 * 360:
+                # frame threads pay only on large frames; H.264 decoding is bit-exact whatever the threading
+                self.stream.thread_type = "AUTO"
             rate = self.stream.average_rate or self.stream.guessed_rate
             if not rate or rate <= 0:
                 raise BadMedia("the video stream declares no frame rate")
@@ -279,5 +282,5 @@ def listing(failures: list[tuple[str, str, str]]) -> str:
 
 def raise_failures(what: str, failures: list[tuple[str, str, str]], total: int, unit: str) -> None:
     """One one-line MediaError naming every bad file (up to MAX_LISTED) and the switch that skips them."""
-    raise MediaError(f"{what}: {len(failures)} of {total} {unit} fail the media check (set media.on_error: skip "
+    raise MediaError(f"{what}: {len(failures)} of {total} {unit} cannot be used (set media.on_error: skip "
                      f"to leave them out of every stage): {listing(failures)}")

@@ -35,9 +35,10 @@ TABLE_COLUMNS = ("video_id", "music_id", "score", "tempo_agreement", "beat_align
 
 MIN_BPM, MAX_BPM = 40.0, 240.0  # tempo search range for visual beats (the music range is librosa's)
 # Optical flow runs on frames whose shorter side is at most FLOW_SIZE, with a FLOW_WINDOW-pixel averaging
-# window (the same share of the frame as 15 px at 128). At 64 rather than 128 px Farneback costs a quarter,
-# and on the default world the visual tempo is within 4% of the rendered one for 97.9% of videos (128 px:
-# 97.3%) and the score's rank correlation with 128 px is 0.993 (tests/features/test_rhythm.py pins recovery).
+# window (about the share of the frame 15 px is at 128). At 64 rather than 128 px Farneback costs a fifth;
+# on the default world the visual tempo is within 4% of the rendered one for 97.9% of the videos (128 px:
+# 97.3%; within an octave 99.6% and 99.7%) and the pair scores' rank correlation with 128 px is 0.993.
+# 48 px is faster still but misplaces beats (tests/features/test_rhythm.py fails there).
 FLOW_SIZE = 64
 FLOW_WINDOW = 9
 SMOOTH_SAMPLES = 1.0  # Gaussian smoothing (envelope samples) before the autocorrelation
@@ -188,15 +189,6 @@ def visual_beats(path, max_seconds: float | None = None) -> dict:
 
 # ---------------------------------------------------------------- music
 
-def onset_strength(y: np.ndarray, sr: int, hop: int) -> np.ndarray:
-    """librosa.onset.onset_strength(y=y, sr=sr, hop_length=hop) with its defaults, the mel projection done
-    as one BLAS product: NumPy 2's einsum, which librosa uses, spends 4x the rest of the beat tracking on it."""
-    n_fft = 2048
-    power = np.abs(librosa.stft(y, n_fft=n_fft, hop_length=hop, center=True, pad_mode="constant")) ** 2
-    mel = librosa.filters.mel(sr=sr, n_fft=n_fft, fmax=0.5 * sr) @ power
-    return librosa.onset.onset_strength(S=librosa.power_to_db(mel), sr=sr, n_fft=n_fft, hop_length=hop)
-
-
 def music_beats(path, sr: int = 22050) -> dict:
     """Musical rhythm of one clip: onset envelope, tempo (BPM), beat times (s), onset rate (onsets/s).
 
@@ -208,7 +200,7 @@ def music_beats(path, sr: int = 22050) -> dict:
     except BadMedia as e:
         raise MediaError(f"{path}: {e}") from None
     hop = 512
-    onset_env = onset_strength(y, sr, hop)
+    onset_env = librosa.onset.onset_strength(y=y, sr=sr, hop_length=hop)
     coarse, beat_frames = librosa.beat.beat_track(onset_envelope=onset_env, sr=sr, hop_length=hop)
     coarse = float(np.atleast_1d(coarse)[0])
     times = librosa.frames_to_time(beat_frames, sr=sr, hop_length=hop)

@@ -32,6 +32,7 @@ from pipeline.features.mediacheck import BadMedia, VideoReader, check_on_error, 
 log = logging.getLogger(__name__)
 
 FAILURE_COLUMNS = ("video_id", "path", "reason")
+PRECISIONS = ("fp32", "bf16")
 
 
 @dataclass(frozen=True)
@@ -44,6 +45,9 @@ class VideoConfig:
     batch_frames: int = 16  # frames per CNN forward, drawn from as many videos as needed
     max_frames: int = 64  # longer videos are sampled at evenly spread timestamps instead
     device: str = "auto"  # auto | cpu | cuda | cuda:N
+    # fp32, or bf16 autocast: about 2x faster on a CPU with bf16 units, but not the same features (default
+    # world: per-video cosine to fp32 >= 0.981, probe scores within 0.005, 83% of top-10 neighbours kept)
+    precision: str = "fp32"
 
     def validate(self) -> None:
         if not self.fps > 0:
@@ -54,6 +58,8 @@ class VideoConfig:
             value = getattr(self, key)
             if not isinstance(value, int) or value < 1:
                 raise ParamsError(f"features_video.{key}: {value!r}, expected an integer >= 1")
+        if self.precision not in PRECISIONS:
+            raise ParamsError(f"features_video.precision: {self.precision!r}, expected one of {PRECISIONS}")
         if not (self.device in ("auto", "cpu") or self.device.startswith("cuda")):
             raise ParamsError(f"features_video.device: {self.device!r}, expected auto, cpu, cuda or cuda:N")
 
@@ -222,7 +228,7 @@ def extract_video_features(
         rows, frames = batch
         if failures and on_error == "fail":
             return rows, None
-        with torch.inference_mode():
+        with torch.inference_mode(), torch.autocast(device.type, torch.bfloat16, enabled=cfg.precision == "bf16"):
             return rows, model(torch.from_numpy(frames).to(device)).double().cpu().numpy()
 
     sums: dict[int, np.ndarray] = {}  # float64 per-video sums of frame features (pooled at the end)

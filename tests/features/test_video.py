@@ -148,7 +148,7 @@ def test_every_bad_file_is_named(tmp_path, lite0):
     with pytest.raises(MediaError) as info:
         extract_video_features({**bad, **good}, cfg, backbone=lite0)
     message = str(info.value)
-    assert message.startswith("video features: 5 of 7 video(s) fail the media check (set media.on_error: skip")
+    assert message.startswith("video features: 5 of 7 video(s) cannot be used (set media.on_error: skip")
     assert "\n" not in message
     for video_id, path in bad.items():
         assert f"{video_id} ({path})" in message
@@ -324,3 +324,13 @@ def test_batches_are_fixed_whatever_the_videos():
     batches = list(_batches(iter(videos), 4))
     assert [b[0].tolist() for b in batches] == [[0, 0, 0, 1], [1, 1, 1, 1], [2]]
     assert [b[1].tolist() for b in batches] == [[0, 1, 2, 10], [11, 12, 13, 14], [20]]
+
+
+def test_bf16_is_opt_in_and_close_to_fp32(tmp_path, lite0):
+    paths = {f"v{i}": str(scene_video(tmp_path / f"v{i}.mp4", seed=i, seconds=1.0)) for i in range(2)}
+    fp32 = extract_video_features(paths, VideoConfig(device="cpu"), backbone=lite0)[1]
+    bf16 = extract_video_features(paths, VideoConfig(device="cpu", precision="bf16"), backbone=lite0)[1]
+    cos = (fp32 * bf16).sum(1) / np.linalg.norm(fp32, axis=1) / np.linalg.norm(bf16, axis=1)
+    assert not np.array_equal(fp32, bf16) and cos.min() > 0.97  # default world: >= 0.981 per video
+    with pytest.raises(ParamsError, match="features_video.precision"):
+        VideoConfig(precision="fp16").validate()
