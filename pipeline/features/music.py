@@ -23,7 +23,7 @@ from tqdm import tqdm
 
 from pipeline.errors import DataError, ParamsError
 from pipeline.features import mediacheck
-from pipeline.features.mediacheck import ON_ERROR, BadMedia, check_on_error, read_audio
+from pipeline.features.mediacheck import BadMedia, check_on_error, read_audio
 
 log = logging.getLogger(__name__)
 

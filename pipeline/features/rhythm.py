@@ -11,7 +11,6 @@ import os
 from concurrent.futures import ProcessPoolExecutor
 from concurrent.futures.process import BrokenProcessPool
 from dataclasses import dataclass
-from pathlib import Path
 
 import cv2
 import librosa
@@ -38,7 +37,7 @@ MIN_BPM, MAX_BPM = 40.0, 240.0  # tempo search range for visual beats (the music
 # window (about the share of the frame 15 px is at 128). At 64 rather than 128 px Farneback costs a fifth;
 # on the default world the visual tempo is within 4% of the rendered one for 97.9% of the videos (128 px:
 # 97.3%; within an octave 99.6% and 99.7%) and the pair scores' rank correlation with 128 px is 0.993.
-# 48 px is faster still but misplaces beats (tests/features/test_rhythm.py fails there).
+# 48 px is faster still but misplaces beats (test_visual_beats_fall_on_rendered_beats fails there).
 FLOW_SIZE = 64
 FLOW_WINDOW = 9
 SMOOTH_SAMPLES = 1.0  # Gaussian smoothing (envelope samples) before the autocorrelation
