@@ -12,11 +12,12 @@ import pandas as pd
 
 from pipeline.config import from_group
 from pipeline.data.schema import MUSIC_IDS_FILE, read_raw
-from pipeline.errors import DataError, ParamsError
+from pipeline.errors import DataError
 from pipeline.features.backend import BackendParams, music_embedding_sharded
-from pipeline.features.music import FAILURE_COLUMNS, ON_ERROR, MusicEmbeddingConfig
+from pipeline.features.mediacheck import MediaParams
+from pipeline.features.music import FAILURE_COLUMNS, MusicEmbeddingConfig
 from pipeline.io import atomic_dir, write_ids, write_npy, write_parquet
-from stages.common import setup
+from stages.common import group, setup
 
 RAW = Path("data/raw")
 OUT = Path("data/features/music")
@@ -25,17 +26,14 @@ log = logging.getLogger("stages.extract_music")
 
 @dataclass(frozen=True)
 class ExtractMusicParams(MusicEmbeddingConfig, BackendParams):
-    on_error: str = "fail"  # fail | skip (bad clips leave the pool; split drops their pairs)
-
     def validate(self) -> None:
         super().validate()
         self.backend_config().validate("features_music")
-        if self.on_error not in ON_ERROR:
-            raise ParamsError(f"features_music.on_error: {self.on_error!r}, expected one of {ON_ERROR}")
 
 
 def main() -> None:
     p = from_group(ExtractMusicParams, setup("features_music"), "features_music")
+    media = from_group(MediaParams, group("media"), "media")
     _, music, _ = read_raw(RAW)
     shipped = RAW / "features"
     with atomic_dir(OUT) as tmp:
@@ -50,7 +48,7 @@ def main() -> None:
                                 f"no media path and {shipped}/music_audio.npy is absent; expected one or the other")
             cfg = MusicEmbeddingConfig(**{f.name: getattr(p, f.name) for f in dataclasses.fields(MusicEmbeddingConfig)})
             paths = {m: str(RAW / f) for m, f in zip(music["music_id"], music["path"])}
-            ids, audio, failures = music_embedding_sharded(paths, cfg, p.on_error, p.backend_config())
+            ids, audio, failures = music_embedding_sharded(paths, cfg, media.on_error, p.backend_config())
             write_npy(audio, tmp / "music_audio.npy")
             write_ids(ids, tmp / MUSIC_IDS_FILE)
         write_parquet(failures, tmp / "failures.parquet")

@@ -33,9 +33,10 @@ ROOT = Path(__file__).resolve().parents[1]
 TINY = dict(n_music=12, n_videos=60, n_uploaders=6, n_pgc=12, n_channels=2, n_corpus_per_genre=3,
             music_seconds=3, video_seconds=2, workers=1)
 PARAMS = {
-    "features_video": {"max_frames": 16, "device": "cpu", "on_error": "fail"},
-    "features_music": {"model": "MSD_vgg", "layer": "pool5", "vggish_checkpoint": None, "on_error": "fail"},
-    "features_smile": {"fit_fraction": 0.8, "seed": 0, "workers": 1, "on_error": "fail"},
+    "media": {"on_error": "fail"},
+    "features_video": {"max_frames": 16, "device": "cpu"},
+    "features_music": {"model": "MSD_vgg", "layer": "pool5", "vggish_checkpoint": None},
+    "features_smile": {"fit_fraction": 0.8, "seed": 0, "workers": 1},
     "genre": {"labeller": "lstm", "corpus": "data/raw/genre_corpus", "test_fraction": 0.33, "workers": 1,
               "frames": {"seconds": 3.0}, "train": {"hidden_size": 16, "max_epochs": 8, "val_fraction": 0.5}},
     "split": {"seed": 0, "n_negatives": 5, "schemes": ["weak", "strong"], "rhythm": None},

@@ -38,6 +38,7 @@ from pipeline.data.schema import (
 )
 from pipeline.data.tt150k import _write_gathered, import_tt150k  # noqa: F401
 from pipeline.errors import DataError, ParamsError
+from pipeline.features.mediacheck import media_paths, probe_media
 from pipeline.io import atomic_dir, read_ids, write_json
 
 log = logging.getLogger(__name__)
@@ -107,6 +108,7 @@ def import_world(src: Path, out: Path) -> dict:
     validate_tables(tables["videos"], tables["music"], tables["pairs"], str(src))
     n_media = _check_media_paths(src, tables["videos"], "video_id", src / "videos.parquet")
     n_media += _check_media_paths(src, tables["music"], "music_id", src / "music.parquet")
+    probe_media(media_paths(tables["videos"], "video_id", src), media_paths(tables["music"], "music_id", src), str(src))
     features = []
     if (src / "features").is_dir():
         features = _check_features(src / "features", list(tables["videos"]["video_id"]),
@@ -185,6 +187,7 @@ def import_folder(src: Path, out: Path, csv: str = "pairs.csv") -> dict:
     for ident in m_index:  # music never used is still part of the pool
         if ident not in music_file:
             music_file[ident] = _one_file(m_index, ident, mdir, MUSIC_EXTS, f"{mdir} (music never used in {csv})")
+    probe_media(video_file, music_file, str(src))
     unused_videos = sorted(set(v_index) - set(video_file))
     if unused_videos:
         log.warning("%s: %d video file(s) not in %s are skipped, e.g. %s", vdir, len(unused_videos), csv,

