@@ -6,7 +6,7 @@ BIN := $(VENV)/bin
 apt_install = { [ "$$(id -u)" = 0 ] && apt-get update -qq && \
 	DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends $(1); }
 
-.PHONY: setup repro repro-all test test-all e2e
+.PHONY: setup repro repro-all science test test-all e2e
 
 setup:
 	$(PY) -m venv $(VENV)
@@ -31,6 +31,14 @@ repro:
 # experiment with baselines.variants set to every registered variant, applied to the workspace.
 repro-all:
 	PATH="$(CURDIR)/$(BIN):$$PATH" $(BIN)/dvc exp run -S "baselines.variants=$$($(BIN)/python -m pipeline.models.baselines --names)"
+
+# The pre-registered science grid (configs/science.yaml, README "Where does deconfounding help?"): every cell
+# queued as a DVC experiment, run one at a time, then reports/science.md and reports/science.png collected.
+science:
+	PATH="$(CURDIR)/$(BIN):$$PATH" $(BIN)/python -m pipeline science queue
+	PATH="$(CURDIR)/$(BIN):$$PATH" $(BIN)/dvc queue start -j 1
+	while PATH="$(CURDIR)/$(BIN):$$PATH" $(BIN)/dvc queue status | grep -qE 'Queued|Running'; do sleep 60; done
+	PATH="$(CURDIR)/$(BIN):$$PATH" $(BIN)/python -m pipeline science collect
 
 # Fast tests in parallel, then one end-to-end `dvc repro` on a tiny params file (tests/e2e) and local-vs-Ray.
 test:
