@@ -16,6 +16,14 @@ from pipeline.io import read_ids, tree_md5
 from tests.fixtures.releases import write_media_folder
 from tests.fixtures.releases import write_release as _write_release_fixture
 
+
+@pytest.fixture(autouse=True)
+def _placeholder_media_pass_the_probe(monkeypatch):
+    """These tests pin the tables' checks on placeholder media bytes (b"clip_a.mp4"); ingest's header probe
+    of real media has its own tests (tests/features/test_mediacheck.py: a text file named .mp4 is refused).
+    """
+    monkeypatch.setattr("pipeline.data.importers.probe_media", lambda *a, **k: None)
+
 # ------------------------------------------------------------------------------------------ TT-150k fake
 
 N_VIDEOS, N_MUSIC = 22, 6  # video rows 20 and 21 are never used
@@ -607,13 +615,14 @@ def test_pgc_explicit_and_ambiguous(tmp_path):
         import_tt150k(tmp_path / "rel" / "ugc", tmp_path / "b", pgc=tmp_path / "nowhere")
 
 
-def test_ingest_stage_params_pgc_auto_when_equal_to_path():
+def test_ingest_stage_params_pgc_is_relative_to_the_path():
     from stages.ingest import IngestParams
 
-    assert IngestParams(source="tt150k", path="/d/ugc", pgc="/d/ugc").pgc_folder is None
-    assert IngestParams(source="tt150k", path="/d/ugc", pgc="/d/ugc/").pgc_folder is None
-    assert IngestParams(source="tt150k", path="/d/ugc", pgc="auto").pgc_folder is None
-    assert IngestParams(source="tt150k", path="/d/ugc", pgc="/d/pgc").pgc_folder == Path("/d/pgc")
+    assert IngestParams(source="tt150k", path="/d/ugc", pgc=".").pgc_folder is None  # look beside and inside
+    assert IngestParams(source="tt150k", path="/d/ugc", pgc="./").pgc_folder is None
+    assert IngestParams(source="tt150k", path="/d/ugc", pgc="../pgc").pgc_folder == Path("/d/ugc/../pgc")
+    with pytest.raises(ParamsError, match="relative to ingest.path"):
+        IngestParams(source="tt150k", path="/d/ugc", pgc="/d/pgc").pgc_folder
     with pytest.raises(ParamsError, match="ingest.genre_names"):
         IngestParams(genre_names=["rock"]).validate()
 
@@ -628,17 +637,17 @@ def test_media_folder_fixture_imports(tmp_path):
 
 
 def test_params_default_pgc_is_the_source_path_so_the_dvc_dependency_exists():
-    """dvc.yaml lists ${ingest.pgc} as a dependency of ingest: its default must be a path that exists (the
-    source itself, through a YAML alias of ingest.path), and that value means "look for the PGC folder"."""
+    """dvc.yaml lists ${ingest.path}/${ingest.pgc} as a dependency of ingest: the default "." is the source
+    itself (a path that exists) and means "look for the PGC folder beside and inside it"."""
     import yaml
 
     from stages.ingest import IngestParams
 
     root = Path(__file__).resolve().parents[2]
     params = yaml.safe_load((root / "params.yaml").read_text())["ingest"]
-    assert params["pgc"] == params["path"] and IngestParams(**params).pgc_folder is None
-    assert "${ingest.pgc}" in yaml.safe_load((root / "dvc.yaml").read_text())["stages"]["ingest"]["deps"]
-    assert "*ingest_path" in (root / "params.yaml").read_text()  # an alias: changing `path` moves `pgc` too
+    assert params["pgc"] == "." and IngestParams(**params).pgc_folder is None  # relative to ingest.path
+    assert "${ingest.path}/${ingest.pgc}" in yaml.safe_load((root / "dvc.yaml").read_text())["stages"]["ingest"]["deps"]
+    assert IngestParams(**{**params, "pgc": "../pgc"}).pgc_folder == Path(params["path"]) / "../pgc"
 
 
 FIXTURE_SHAPES = {

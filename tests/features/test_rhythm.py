@@ -241,7 +241,7 @@ def test_stage_reads_the_media_switch_and_logs(tmp_path, monkeypatch, caplog, ca
                             n_corpus_per_genre=2, workers=1), tmp_path / "data/world")
     ingest("world", tmp_path / "data/world", tmp_path / "data/raw")
     monkeypatch.chdir(tmp_path)
-    (tmp_path / "params.yaml").write_text(yaml.safe_dump({"media": {"on_error": "ignore"}}))
+    (tmp_path / "params.yaml").write_text(yaml.safe_dump({"media": {"on_error": "ignore"}, "rhythm": {"workers": 1}}))
     with pytest.raises(ParamsError, match="media.on_error"):
         stage.main()
     (tmp_path / "params.yaml").write_text(yaml.safe_dump({"media": {"on_error": "skip"}, "rhythm": {"workers": 1}}))
