@@ -15,11 +15,13 @@ import pandas as pd
 import torch
 
 from pipeline.data.schema import GENRES, MUSIC_IDS_FILE, VIDEO_IDS_FILE
-from pipeline.errors import DataError
+from pipeline.errors import DataError, ParamsError
+from pipeline.experiment import load_runs, skipped, variant_dir
 from pipeline.io import atomic_path, read_ids
 from pipeline.metrics import DEFAULT_KS, ScoreMatrix, full_ranks, ranking_metrics, sampled_ranks, truth_per_video
 from pipeline.data.features import Features
 from pipeline.inference import eval_mode, pool_embedding, video_embedding
+from pipeline.report.seeds import aggregate
 from pipeline.sampling.dataset import Dataset
 from pipeline.training.data import uploader_distributions
 
@@ -28,6 +30,20 @@ log = logging.getLogger(__name__)
 # Eval-set suffix -> the name metrics use; "test" takes the scheme's own name (weak, strong, intervention_X).
 SET_NAMES = {"diverse": "t_diverse", "matching": "t_matching"}
 PROTOCOLS = ("sampled", "full")
+
+
+@dataclass
+class EvaluateParams:
+    """The `evaluate` params group: the cut-offs K of every ranking metric."""
+
+    ks: tuple[int, ...] = (10, 15, 20, 25)
+
+    def __post_init__(self) -> None:
+        self.ks = tuple(int(k) for k in self.ks)
+
+    def validate(self) -> None:
+        if not self.ks or min(self.ks) < 1:
+            raise ParamsError(f"evaluate.ks: {list(self.ks)}, expected positive integers")
 
 
 @dataclass
@@ -247,3 +263,35 @@ def evaluate_runs(models: Mapping[tuple[str, int], object], features: Features, 
         per_seed.setdefault(seed, {}).update(out)
         tables.append(table.assign(seed=seed))
     return per_seed, pd.concat(tables, ignore_index=True)
+
+
+def evaluate_variants(variants: Sequence[str], schemes: Sequence[str], seeds: Sequence[int], features: Features,
+                      dataset: Dataset, truth: Truth | None = None, ks: Sequence[int] = DEFAULT_KS,
+                      models_root: str | Path = "models"
+                      ) -> tuple[dict[str, dict], dict[str, dict[str, dict[str, float]]], pd.DataFrame]:
+    """What the evaluate stage writes, for every variant's (scheme, seed) models under `models_root`.
+
+    Returns (summary, per-seed metrics, per-video table). summary: per variant the seed mean and std
+    ({"mean": ..., "std": ...}), or {"skipped": reason} for a variant its training stage skipped, so the
+    metrics folder still names it; per-seed: per evaluated variant {seed: metrics}; the per-video table
+    has one row per test video, variant and seed (`variant`, `seed` first): what the report's paired
+    tests compare.
+    """
+    summary: dict[str, dict] = {}
+    per_seed_of: dict[str, dict[str, dict[str, float]]] = {}
+    tables = []
+    for name in variants:
+        reason = skipped(variant_dir(name, models_root) / "summary.json")
+        if reason:
+            summary[name] = {"skipped": reason}
+            continue
+        per_seed, table = evaluate_runs(load_runs(variant_dir(name, models_root), schemes, seeds), features,
+                                        dataset, truth, ks)
+        per_seed_of[name] = {str(s): m for s, m in sorted(per_seed.items())}
+        summary[name] = aggregate(per_seed)
+        tables.append(table.assign(variant=name))
+    if not tables:  # every variant skipped: nothing to score (the stage's write_plots then says so)
+        return summary, per_seed_of, pd.DataFrame(columns=["variant", "seed"])
+    per_video = pd.concat(tables, ignore_index=True)
+    return summary, per_seed_of, per_video[["variant", "seed",
+                                            *[c for c in per_video.columns if c not in ("variant", "seed")]]]

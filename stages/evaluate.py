@@ -6,41 +6,23 @@ metrics/variants/<variant>.json ({"mean": {...}, "std": {...}}, flat keys `<set>
 variant its training stage skipped gets {"skipped": reason}), plots/<metric>/<set>_<protocol>.csv (K vs the
 seed-mean metric, one column per variant), reports/seeds.json (every seed's metrics) and
 data/eval/per_video.parquet (every test video's ranks and truth metrics per variant and seed: what the
-report's paired tests compare).
+report's paired tests compare). The work is pipeline/evaluate.py's `evaluate_variants`.
 """
 import logging
-from dataclasses import dataclass
 from pathlib import Path
-
-import pandas as pd
 
 from pipeline.config import from_group
 from pipeline.data.features import load_features
-from pipeline.errors import ParamsError
-from pipeline.evaluate import evaluate_runs, load_truth, write_plots
-from pipeline.experiment import (RunsConfig, evaluated_variants, load_runs, metrics_dir, metrics_path, skipped,
-                                 variant_dir)
+from pipeline.evaluate import EvaluateParams, evaluate_variants, load_truth, write_plots
+from pipeline.experiment import RunsConfig, evaluated_variants, metrics_dir, metrics_path
 from pipeline.io import atomic_dir, write_json, write_parquet
 from pipeline.models.baselines import BaselineParams
-from pipeline.report import aggregate
 from pipeline.sampling.dataset import load_dataset
 from stages.common import group, run, setup, torch_threads
 
 TRUTH = Path("data/raw/truth")
 PER_VIDEO = Path("data/eval/per_video.parquet")
 log = logging.getLogger("stages.evaluate")
-
-
-@dataclass
-class EvaluateParams:
-    ks: tuple[int, ...] = (10, 15, 20, 25)
-
-    def __post_init__(self) -> None:
-        self.ks = tuple(int(k) for k in self.ks)
-
-    def validate(self) -> None:
-        if not self.ks or min(self.ks) < 1:
-            raise ParamsError(f"evaluate.ks: {list(self.ks)}, expected positive integers")
 
 
 def main() -> None:
@@ -53,27 +35,15 @@ def main() -> None:
     if truth is None:
         log.info("%s: absent (not a simulated world); truth metrics skipped", TRUTH)
     schemes = runs.schemes_of(dataset)
-    summary, seeds, tables = {}, {}, []
-    for name in variants:
-        reason = skipped(variant_dir(name) / "summary.json")
-        if reason:
-            summary[name] = {"skipped": reason}
-            continue
-        per_seed, table = evaluate_runs(load_runs(variant_dir(name), schemes, runs.seeds), features, dataset, truth,
-                                        p.ks)
-        seeds[name] = {str(s): m for s, m in sorted(per_seed.items())}
-        summary[name] = aggregate(per_seed)
-        tables.append(table.assign(variant=name))
+    summary, seeds, per_video = evaluate_variants(variants, schemes, runs.seeds, features, dataset, truth, p.ks)
     with atomic_dir(metrics_dir()) as tmp:  # the whole folder: a variant dropped from the list leaves no file
         for name, metrics in summary.items():
             write_json(metrics, tmp / metrics_path(name).name)
     write_plots({name: s["mean"] for name, s in summary.items() if "mean" in s}, "plots")
     write_json(seeds, Path("reports/seeds.json"))
-    per_video = pd.concat(tables, ignore_index=True)
-    write_parquet(per_video[["variant", "seed", *[c for c in per_video.columns if c not in ("variant", "seed")]]],
-                  PER_VIDEO)
+    write_parquet(per_video, PER_VIDEO)
     log.info("evaluate: %d variants x %d schemes x %d seeds -> metrics/, plots/, reports/seeds.json, %s",
-             len(tables), len(schemes), len(runs.seeds), PER_VIDEO)
+             len(seeds), len(schemes), len(runs.seeds), PER_VIDEO)
 
 
 if __name__ == "__main__":
