@@ -36,6 +36,20 @@ def check_kl_weights(weights: Sequence[float]) -> tuple[float, ...]:
     return weights
 
 
+@dataclasses.dataclass
+class SweepParams:
+    """The `sweep` params group: the KL weights to train the student at, and the schemes to train on."""
+
+    kl_weights: tuple[float, ...] = (0.0, 0.1, 1.0, 4.0, 10.0, 40.0, 100.0, 400.0)
+    schemes: tuple[str, ...] = ("weak", "strong")  # those the dataset has; none of them (or empty): train.schemes
+
+    def __post_init__(self) -> None:
+        self.schemes = tuple(str(s) for s in self.schemes)
+
+    def validate(self) -> None:
+        self.kl_weights = check_kl_weights(self.kl_weights)
+
+
 def sweep_row(weight: float, scores: dict[str, float], schemes: Sequence[str]) -> dict[str, float]:
     """One sweep row from {run name `<scheme>_s<seed>`: best validation score}: the mean over every run, the
     seed spread (sample std over seeds of each seed's mean over the schemes; 0 for one seed), then the mean

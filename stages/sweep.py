@@ -6,7 +6,6 @@ the report stage draws it in reports/sweeps.png.
 """
 import dataclasses
 import logging
-from dataclasses import dataclass
 from pathlib import Path
 
 from pipeline.config import from_group
@@ -14,25 +13,13 @@ from pipeline.experiment import RunsConfig
 from pipeline.io import atomic_path
 from pipeline.models.debcm import DebCMConfig
 from pipeline.sampling.dataset import load_dataset
-from pipeline.sweep import check_kl_weights, kl_sweep
+from pipeline.sweep import SweepParams, kl_sweep
 from pipeline.data.features import load_features
 from pipeline.truth import forbid_truth_reads
 from stages.common import group, run, setup, torch_threads
 
 OUT = Path("reports/kl_sweep.csv")
 log = logging.getLogger("stages.sweep")
-
-
-@dataclass
-class SweepParams:
-    kl_weights: tuple[float, ...] = (0.0, 0.1, 1.0, 4.0, 10.0, 40.0, 100.0, 400.0)
-    schemes: tuple[str, ...] = ("weak", "strong")  # those the dataset has; none of them (or empty): train.schemes
-
-    def __post_init__(self) -> None:
-        self.schemes = tuple(str(s) for s in self.schemes)
-
-    def validate(self) -> None:
-        self.kl_weights = check_kl_weights(self.kl_weights)
 
 
 def main() -> None:
