@@ -6,7 +6,7 @@ BIN := $(VENV)/bin
 apt_install = { [ "$$(id -u)" = 0 ] && apt-get update -qq && \
 	DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends $(1); }
 
-.PHONY: setup repro repro-all science test test-all e2e
+.PHONY: setup repro repro-all science exps test test-all e2e
 
 setup:
 	$(PY) -m venv $(VENV)
@@ -31,6 +31,12 @@ repro:
 # experiment with baselines.variants set to every registered variant, applied to the workspace.
 repro-all:
 	PATH="$(CURDIR)/$(BIN):$$PATH" $(BIN)/dvc exp run -S "baselines.variants=$$($(BIN)/python -m pipeline.models.baselines --names)"
+
+# Experiments at a glance: `dvc exp show` lists every param, metric and dependency (about 340 columns here);
+# this keeps the experiment, the KL weight and the headline numbers of the student and CMVAE (< 200 columns).
+exps:
+	PATH="$(CURDIR)/$(BIN):$$PATH" $(BIN)/dvc exp show --no-pager --drop '.*' \
+		--keep 'Experiment|student\.kl_weight|(student|cmvae)\.(weak/truth/ndcg|t_diverse/full/recall)@25'
 
 # The pre-registered science grid (configs/science.yaml, README "Where does deconfounding help?"): every cell
 # queued as a DVC experiment, run one at a time, then reports/science.md and reports/science.png collected.

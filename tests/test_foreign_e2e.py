@@ -37,6 +37,8 @@ def _repo_with_source(dst: Path, source: str, path: Path) -> Path:
     assert changed.count("\n") == params.count("\n") and changed != params
     (dst / "params.yaml").write_text(changed)
     _run(["git", "init", "-q"], dst)
+    for args in (["add", "-A"], ["commit", "-qm", "foreign source"]):  # dvclive needs a commit to start
+        _run(["git", "-c", "user.name=ci", "-c", "user.email=ci@example.invalid", *args], dst)
     return dst
 
 
