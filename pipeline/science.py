@@ -168,7 +168,10 @@ def science_figure(grid: Grid, rows: list[dict], path: Path, metrics: Sequence[s
                 dodge = (n - (len(variants) - 1) / 2) * 0.06
                 x = v[b_key].to_numpy(dtype=float) + dodge
                 y = v["value"].to_numpy(dtype=float)
-                err = np.vstack([y - v["low"].to_numpy(dtype=float), v["high"].to_numpy(dtype=float) - y])
+                # a magnitude's value (|mean of signed BA|) can lie outside the percentile CI of the bootstrapped
+                # magnitudes (near 0 both tails are folded up): draw the interval, never a negative bar
+                low, high = v["low"].to_numpy(dtype=float), v["high"].to_numpy(dtype=float)
+                err = np.clip(np.vstack([y - low, high - y]), 0, None)
                 ax.errorbar(x, y, yerr=err, marker="o", capsize=2, label=variant)
             ax.set_title(f"{metric}, content coupling {c:g}", fontsize=9)
             ax.set_xlabel("taste strength b (world.preference_exponent)")
