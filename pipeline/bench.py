@@ -107,7 +107,11 @@ def _median(xs) -> float | None:
 
 
 def run(args, argv) -> dict:
-    """One benchmark run: the record that reports/bench.json keeps under its label."""
+    """One benchmark run: the record that reports/bench.json keeps under its label.
+
+    Long on purpose: one linear record (set-up, timed epochs, validation, full ranking) in the order bench.json
+    keeps it.
+    """
     import resource
 
     import numpy as np

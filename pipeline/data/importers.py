@@ -150,7 +150,11 @@ def _one_file(index: dict[str, list[Path]], ident: str, folder: Path, exts, wher
 
 
 def import_folder(src: Path, out: Path, csv: str = "pairs.csv") -> dict:
-    """Import real media: `<csv>` pairs each video with its uploader and music; files are found by id."""
+    """Import real media: `<csv>` pairs each video with its uploader and music; files are found by id.
+
+    One function on purpose: every check must pass before anything is written (the temporary folder replaces
+    data/raw only at its end).
+    """
     src, out = Path(src), Path(out)
     _check_out(src, out)
     table = src / csv

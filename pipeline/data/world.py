@@ -275,7 +275,10 @@ def popularity_weights(rng: np.random.Generator, n: int, p: WorldParams) -> np.n
 
 
 def simulate(p: WorldParams) -> dict:
-    """Draw the whole world. Returns latents, tastes, the UGC/PGC choices and the genre corpus latents."""
+    """Draw the whole world. Returns latents, tastes, the UGC/PGC choices and the genre corpus latents.
+
+    Long on purpose: the seeded draws must stay in this order (a world is byte-identical across versions).
+    """
     rng = np.random.default_rng(p.seed)
     shares = genre_shares(p.genre_skew)
     music = draw_music(rng, p.n_music, shares)

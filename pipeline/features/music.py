@@ -312,6 +312,9 @@ def embed_music(paths: dict[str, str], cfg: MusicEmbeddingConfig,
     on_error="fail" raises one MediaError naming every bad file; "skip" leaves them out of the matrix.
     Patches go through the network in batches of exactly cfg.batch_size in sorted-id order, so the same
     inputs and config give byte-identical output.
+
+    Long because the TensorFlow model, the batches and the failure bookkeeping share state that splitting would
+    pass around.
     """
     check_on_error(on_error)
     cfg.validate()

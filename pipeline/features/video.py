@@ -194,6 +194,8 @@ def extract_video_features(
     once, each on one thread; decoding has as many threads. Same inputs and config give a byte-identical
     matrix whatever `workers`: batches are cut in sorted-id order and summed in that order.
     `backbone` reuses an already loaded `load_backbone(cfg)`.
+
+    Long because the decoding threads, the CNN batches across videos and the failure bookkeeping share one queue.
     """
     check_on_error(on_error)
     cfg.validate()

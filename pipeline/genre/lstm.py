@@ -178,6 +178,8 @@ def train_classifier(
     model holds the weights of the best validation epoch (highest accuracy; ties go to a loss lower by
     more than cfg.min_delta, since on small validation sets accuracy saturates early: see Plateau).
     history: per-epoch losses and accuracies.
+
+    One loop with early stopping and best-state restore, read top to bottom like training.loop.fit.
     """
     cfg.validate()
     check_frames(frames, "genre training frames")

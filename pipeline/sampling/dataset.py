@@ -281,6 +281,9 @@ def build_dataset(videos: pd.DataFrame, pairs: pd.DataFrame, music_genres: pd.Da
 
     music_genres: music_id, genre (optionally p_<genre> probabilities) for every music; its sorted ids are the
     dataset's music. rhythm: video_id, score, or None (T_matching then uses popularity alone; `info` says so).
+
+    Long on purpose: a linear recipe of named steps (each a call into pipeline.sampling) that records every skip
+    reason in one info dict.
     """
     cfg.validate()
     music_ids = sorted(music_genres["music_id"])
