@@ -22,22 +22,26 @@ def _run(args, cwd, **kw):
     return r.stdout + r.stderr
 
 
-@pytest.fixture(scope="module")
-def repo(tmp_path_factory):
-    """The tracked files (and uncommitted edits to them) copied into a new git repository."""
-    dst = tmp_path_factory.mktemp("e2e") / "repo"
+def copy_repo(dst: Path, params: str) -> Path:
+    """The tracked files (and uncommitted edits to them) copied into a new git repository, with `params` as its
+    params.yaml and no dvc.lock, committed (dvclive needs a commit to start)."""
     files = subprocess.run(["git", "ls-files", "-co", "--exclude-standard"], cwd=ROOT, capture_output=True,
                            text=True, check=True).stdout.split()
     for f in files:
         if (ROOT / f).is_file():
             (dst / f).parent.mkdir(parents=True, exist_ok=True)
             shutil.copy2(ROOT / f, dst / f)
-    shutil.copy2(ROOT / "tests/e2e/params.yaml", dst / "params.yaml")
+    (dst / "params.yaml").write_text(params)
     (dst / "dvc.lock").unlink(missing_ok=True)
     _run(["git", "init", "-q"], dst)
     _run(["git", "-c", "user.name=ci", "-c", "user.email=ci@example.invalid", "add", "-A"], dst)
     _run(["git", "-c", "user.name=ci", "-c", "user.email=ci@example.invalid", "commit", "-qm", "e2e"], dst)
     return dst
+
+
+@pytest.fixture(scope="module")
+def repo(tmp_path_factory):
+    return copy_repo(tmp_path_factory.mktemp("e2e") / "repo", (ROOT / "tests/e2e/params.yaml").read_text())
 
 
 @pytest.mark.slow

@@ -10,36 +10,23 @@ from __future__ import annotations
 
 import json
 import re
-import shutil
-import subprocess
 from pathlib import Path
 
 import pytest
 
 from tests.fixtures.releases import write_media_folder, write_release_with_signal
-from tests.test_e2e import ROOT, _run
+from tests.test_e2e import ROOT, _run, copy_repo
 
 pytestmark = pytest.mark.slow
 
 
 def _repo_with_source(dst: Path, source: str, path: Path) -> Path:
-    """The tracked files copied into a new git repository; params.yaml as committed but for the two keys."""
-    files = subprocess.run(["git", "ls-files", "-co", "--exclude-standard"], cwd=ROOT, capture_output=True,
-                           text=True, check=True).stdout.split()
-    for f in files:
-        if (ROOT / f).is_file():
-            (dst / f).parent.mkdir(parents=True, exist_ok=True)
-            shutil.copy2(ROOT / f, dst / f)
-    (dst / "dvc.lock").unlink(missing_ok=True)
-    params = (dst / "params.yaml").read_text()
+    """A copy of the repository whose params.yaml is the committed one but for the two keys."""
+    params = (ROOT / "params.yaml").read_text()
     changed = re.sub(r"(?m)^(  source: )world(\s)", rf"\g<1>{source}\g<2>", params, count=1)
     changed = re.sub(r"(?m)^(  path: )data/world(\s)", rf"\g<1>{path}\g<2>", changed, count=1)
     assert changed.count("\n") == params.count("\n") and changed != params
-    (dst / "params.yaml").write_text(changed)
-    _run(["git", "init", "-q"], dst)
-    for args in (["add", "-A"], ["commit", "-qm", "foreign source"]):  # dvclive needs a commit to start
-        _run(["git", "-c", "user.name=ci", "-c", "user.email=ci@example.invalid", *args], dst)
-    return dst
+    return copy_repo(dst, changed)
 
 
 def _mean(repo: Path, variant: str, key: str) -> float:

@@ -270,7 +270,7 @@ def test_vggish_from_a_local_checkpoint(songs, tmp_path):
     assert not np.allclose(X, X2)
 
 
-@pytest.mark.skipif(gpu_present(), reason="an NVIDIA driver is present: TensorFlow may use the GPU here")
+@pytest.mark.skipif(gpu_present(), reason="the test is about CPU-only machines; with an NVIDIA driver present, TensorFlow probing CUDA is expected")
 def test_tensorflow_logs_no_cuda_error_on_a_cpu_machine():
     """Before: every extract_music run printed 'failed call to cuInit: ... CUDA error' on this CPU machine."""
     import os
