@@ -1,7 +1,7 @@
 """Stage `extract_video`: visual (frames -> ImageNet CNN -> temporal mean) and caption features of every video."""
 import logging
 import shutil
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
 
 import pandas as pd
@@ -12,12 +12,11 @@ from pipeline.errors import DataError
 from pipeline.features.backend import BackendParams, video_features_sharded
 from pipeline.features.mediacheck import MediaParams
 from pipeline.features.text import extract_text_features
-from pipeline.features.video import FAILURE_COLUMNS, VideoConfig
-from pipeline.io import atomic_dir, write_ids, write_npy, write_parquet
+from pipeline.features.video import FAILURE_COLUMNS, VideoConfig, resolve_precision
+from pipeline.io import atomic_dir, write_ids, write_json, write_npy, write_parquet
 from stages.common import group, setup
 
-RAW = Path("data/raw")
-OUT = Path("data/features/video")
+RAW, OUT = Path("data/raw"), Path("data/features/video")
 log = logging.getLogger("stages.extract_video")
 
 
@@ -45,6 +44,8 @@ def main() -> None:
         else:
             paths = {v: str(RAW / f) for v, f in zip(videos["video_id"], videos["path"])}
             cfg = VideoConfig(**{k: getattr(p, k) for k in VideoConfig.__dataclass_fields__})
+            cfg = replace(cfg, precision=resolve_precision(cfg.precision, cfg.device))  # once, for every shard
+            write_json({"precision": cfg.precision, "requested": p.precision}, tmp / "extraction.json")
             ids, visual, failures = video_features_sharded(paths, cfg, media.on_error, p.backend_config())
             captions = dict(zip(videos["video_id"], videos["text"]))
             _, text, mask = extract_text_features({v: captions[v] for v in ids})  # the same sorted ids

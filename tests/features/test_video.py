@@ -20,7 +20,9 @@ from pipeline.features.video import (
     extract_video_features,
     fit_square,
     load_backbone,
+    resolve_precision,
 )
+from pipeline.features import video as video_module
 
 
 @pytest.fixture(scope="module")
@@ -326,11 +328,36 @@ def test_batches_are_fixed_whatever_the_videos():
     assert [b[1].tolist() for b in batches] == [[0, 1, 2, 10], [11, 12, 13, 14], [20]]
 
 
-def test_bf16_is_opt_in_and_close_to_fp32(tmp_path, lite0):
+def test_bf16_is_opt_in_and_close_to_fp32(tmp_path, lite0, monkeypatch):
     paths = {f"v{i}": str(scene_video(tmp_path / f"v{i}.mp4", seed=i, seconds=1.0)) for i in range(2)}
     fp32 = extract_video_features(paths, VideoConfig(device="cpu"), backbone=lite0)[1]
     bf16 = extract_video_features(paths, VideoConfig(device="cpu", precision="bf16"), backbone=lite0)[1]
     cos = (fp32 * bf16).sum(1) / np.linalg.norm(fp32, axis=1) / np.linalg.norm(bf16, axis=1)
     assert not np.array_equal(fp32, bf16) and cos.min() > 0.97  # default world: >= 0.981 per video
+    # auto runs exactly one of the two, by what the CPU can do
+    for native, expected in ((False, fp32), (True, bf16)):
+        monkeypatch.setattr(video_module, "cpu_has_native_bf16", lambda native=native: native)
+        auto = extract_video_features(paths, VideoConfig(device="cpu", precision="auto"), backbone=lite0)[1]
+        assert np.array_equal(auto, expected)
+
+
+def test_auto_precision_is_bf16_only_on_a_cpu_with_native_bfloat16(monkeypatch):
+    for native in (False, True):
+        monkeypatch.setattr(video_module, "cpu_has_native_bf16", lambda native=native: native)
+        assert resolve_precision("auto", "cpu") == ("bf16" if native else "fp32")
+        assert resolve_precision("auto", "cuda:0") == "fp32"
+        assert resolve_precision("fp32", "cpu") == "fp32" and resolve_precision("bf16", "cuda") == "bf16"
+    monkeypatch.setattr(video_module.torch.cuda, "is_available", lambda: False)
+    monkeypatch.setattr(video_module, "cpu_has_native_bf16", lambda: True)
+    assert resolve_precision("auto", "auto") == "bf16"  # device auto without a GPU is the CPU
+
+
+def test_a_failing_cpu_probe_means_fp32(monkeypatch):
+    def broken():
+        raise RuntimeError("no cpuinfo")
+    monkeypatch.setattr(video_module.torch.cpu, "_is_avx512_bf16_supported", broken, raising=False)
+    monkeypatch.setattr(video_module.torch.cpu, "_is_amx_tile_supported", broken, raising=False)
+    assert video_module.cpu_has_native_bf16() is False
+    assert resolve_precision("auto", "cpu") == "fp32"
     with pytest.raises(ParamsError, match="features_video.precision"):
         VideoConfig(precision="fp16").validate()
