@@ -41,6 +41,7 @@ from pipeline.training.config import TrainConfig
 from pipeline.training.data import TrainData, build_train_data, build_union_data, uploader_distributions
 from pipeline.training.diagnostics import taste_diagnostics
 from pipeline.training.loop import fit, validation_recall
+from pipeline.training.parallel import map_runs
 
 log = logging.getLogger(__name__)
 
@@ -52,6 +53,7 @@ class RunsConfig:
     seeds: tuple[int, ...] = (0, 1, 2)
     schemes: tuple[str, ...] = ()  # empty: every scheme of the dataset
     loop: TrainConfig = field(default_factory=TrainConfig)  # the loop (epochs, lr, ...); its seed is set per run
+    workers: int = 0  # runs trained at once, one process each (pipeline.training.parallel); 0: one per core
 
     def __post_init__(self) -> None:
         self.seeds = tuple(int(s) for s in self.seeds)
@@ -62,6 +64,8 @@ class RunsConfig:
             raise ParamsError("train.seeds: empty; expected at least one seed")
         if len(set(self.seeds)) != len(self.seeds):
             raise ParamsError(f"train.seeds: {list(self.seeds)} repeats a seed")
+        if not isinstance(self.workers, int) or self.workers < 0:
+            raise ParamsError(f"train.workers: {self.workers!r}, expected an integer >= 0 (0: one per core)")
         self.loop.validate()
 
     def schemes_of(self, dataset: Dataset) -> list[str]:
@@ -246,28 +250,37 @@ def train_variant(name: str, features: Features, dataset: Dataset, student: DebC
     if v.kind == "post_hoc":
         return _post_hoc(v, features, dataset, student, runs, Path(out_dir), Path(work_dir), teacher_dir, live_dir,
                          params)
-    summaries = {}
-    for scheme in runs.schemes_of(dataset):
-        for seed in runs.seeds:
-            loop = _loop(runs, seed)
-            data = _train_data(v, features, dataset, scheme)
-            torch.manual_seed(seed)  # the initial weights depend on the seed alone, not on earlier runs
-            model = v.build(*_dims(data))
-            run, path = run_name(scheme, seed), model_path(out_dir, scheme, seed)
-            log.info("%s %s", name, run)
-            if v.kind == "closed_form":
-                info = model.fit(data, lambda m: validation_recall(m, data, loop.val_k), seed)
-                score = validation_recall(model, data, loop.val_k)
-                _save(model, score, loop, data, path)
-                summaries[run] = _fitted_summary(score, info)
-                continue
-            teacher, extra = _teacher(v, teacher_dir, seed)
-            s = _fit_one(model, data, loop, path, work_dir / run, None if live_dir is None else live_dir / run,
-                         teacher=teacher, extra=extra)
-            summaries[run] = {k: s[k] for k in SUMMARY_KEYS}
-            if getattr(getattr(model, "config", None), "confounder", None) == "interaction":
-                summaries[run].update(taste_diagnostics(model.taste_matrix(), data))  # training pairs only
-    return summaries
+    tasks = [(scheme, seed) for scheme in runs.schemes_of(dataset) for seed in runs.seeds]
+    shared = dict(name=name, features=features, dataset=dataset, student=student, runs=runs, out_dir=Path(out_dir),
+                  work_dir=Path(work_dir), teacher_dir=teacher_dir, live_dir=live_dir, params=params)
+    if v.kind == "closed_form":  # seconds each: not worth a process
+        return dict(_train_run(shared, *task) for task in tasks)
+    return dict(map_runs(_train_run, tasks, shared, runs.loop.threads, runs.workers, desc=name))
+
+
+def _train_run(shared: dict, scheme: str, seed: int) -> tuple[str, dict]:
+    """One run of train_variant: (run name, its summary). Module-level so that a worker process can run it."""
+    name, features, dataset, runs = shared["name"], shared["features"], shared["dataset"], shared["runs"]
+    v = variant(name, shared["student"], shared["params"])
+    loop = _loop(runs, seed)
+    data = _train_data(v, features, dataset, scheme)
+    torch.manual_seed(seed)  # the initial weights depend on the seed alone, not on earlier runs
+    model = v.build(*_dims(data))
+    run, path = run_name(scheme, seed), model_path(shared["out_dir"], scheme, seed)
+    log.info("%s %s", name, run)
+    if v.kind == "closed_form":
+        info = model.fit(data, lambda m: validation_recall(m, data, loop.val_k), seed)
+        score = validation_recall(model, data, loop.val_k)
+        _save(model, score, loop, data, path)
+        return run, _fitted_summary(score, info)
+    teacher, extra = _teacher(v, shared["teacher_dir"], seed)
+    live_dir = shared["live_dir"]
+    s = _fit_one(model, data, loop, path, shared["work_dir"] / run, None if live_dir is None else live_dir / run,
+                 teacher=teacher, extra=extra)
+    summary = {k: s[k] for k in SUMMARY_KEYS}
+    if getattr(getattr(model, "config", None), "confounder", None) == "interaction":
+        summary.update(taste_diagnostics(model.taste_matrix(), data))  # training pairs only
+    return run, summary
 
 
 def _teacher(v: Variant, teacher_dir: Path | None, seed: int):

@@ -83,6 +83,11 @@ def _guard_arrow_readers() -> None:
             setattr(module, attr, _guarded(fn))
 
 
+def guarded() -> bool:
+    """Whether this process forbids truth reads (a training stage's worker processes must do the same)."""
+    return _installed
+
+
 def forbid_truth_reads() -> None:
     """From now on, any read of a path inside a `truth/` directory raises DataError (process-wide)."""
     global _installed

@@ -21,6 +21,7 @@ from pipeline.models.registry import load_model
 from pipeline.sweep import kl_sweep, sweep_row
 from pipeline.data.features import load_features
 from pipeline.training.checkpoint import data_fingerprint
+from pipeline.training.parallel import plan
 from pipeline.training.data import build_train_data, build_union_data, union_pairs, uploader_distributions
 from test_train import tiny_train, world  # noqa: F401  (module fixture of the synthetic world)
 
@@ -36,7 +37,8 @@ def one_thread():
 
 
 def runs(**kw) -> RunsConfig:
-    return RunsConfig(seeds=(0, 1), schemes=("weak",), loop=tiny_train(epochs=2), **kw)
+    # one run at a time unless a test asks for processes (spawning them costs seconds)
+    return RunsConfig(seeds=(0, 1), schemes=("weak",), loop=tiny_train(epochs=2), **{"workers": 1, **kw})
 
 
 ORIGINAL = ("student", "no_teacher", "cmvae", "decrs", "interaction", "interaction_content")
@@ -110,6 +112,30 @@ def test_teacher_then_student_per_seed_deterministic_and_evaluated_per_scheme(wo
     assert sets == set(sets_of_scheme(ds, "weak")) and "weak" in sets
     assert not any(s.startswith("strong") for s in sets)  # a weak-split model never scores the strong test set
     assert all(0.0 <= v <= 1.0 for v in per_seed[0].values())
+
+
+def test_runs_split_the_cores_between_processes():
+    assert plan(2, 0, 18) == (2, 1) and plan(8, 2, 18) == (2, 4) and plan(4, 0, 3) == (3, 1)
+    assert plan(1, 0, 5) == (1, 1) and plan(2, 0, 1) == (1, 2) and plan(2, 5, 18) == (5, 1)  # as asked
+    with pytest.raises(ParamsError, match="train.workers"):
+        RunsConfig(workers=-1).validate()
+
+
+def test_parallel_runs_are_byte_identical_to_one_after_another(world, tmp_path):  # noqa: F811
+    features_dir, ds, _ = world
+    feats = load_features(features_dir)
+    out = {}
+    for workers in (1, 2):
+        root = tmp_path / f"w{workers}"
+        summary = train_variant("interaction", feats, ds, STUDENT, runs(workers=workers), root / "models",
+                                root / "work", live_dir=root / "live")
+        out[workers] = (summary, [file_md5(model_path(root / "models", "weak", s)) for s in (0, 1)])
+        assert all((root / "live" / f"weak_s{s}" / "metrics.json").exists() for s in (0, 1))
+    assert out[1] == out[2]  # summaries (with the interaction diagnostics) and model bytes
+    with pytest.raises(DataError, match="no teacher for seed 5"):  # a worker's error reaches the stage
+        train_variant("student", feats, ds, STUDENT, RunsConfig(seeds=(5, 6), schemes=("weak",), loop=tiny_train(),
+                                                                 workers=2), tmp_path / "c", tmp_path / "wc",
+                      teacher_dir=tmp_path / "teacher")
 
 
 def test_fingerprint_changes_with_the_data(world):  # noqa: F811

@@ -7,6 +7,9 @@ import io
 import logging
 from pathlib import Path
 
+import pickle
+import types
+
 import numpy as np
 import torch
 
@@ -33,10 +36,30 @@ def data_fingerprint(data, *extra: str) -> str:
     return h.hexdigest()
 
 
+class _MemoFreePickler(pickle.Pickler):
+    """A Pickler that writes every object out in full, keeping no memo of objects already written.
+
+    Python's pickle refers back to an object it has seen *by identity*, so equal values pickle to different
+    bytes depending on whether they happen to be one object (an interned "cpu" string shared by two config
+    fields) or two (the same string after a trip through another process): a model trained in a worker
+    process of pipeline.training.parallel would differ in its bytes, not its values, from one trained here.
+    Without the memo the bytes depend on the values alone. Checkpoints are trees (no object contains
+    itself), which is what this mode needs; tensors' storages are keyed by torch itself, not by the memo."""
+
+    def __init__(self, *args, **kwargs):
+        super().__init__(*args, **kwargs)
+        self.fast = True
+
+
+_CANONICAL_PICKLE = types.SimpleNamespace(__name__="pipeline_canonical_pickle", Pickler=_MemoFreePickler,
+                                          Unpickler=pickle.Unpickler, dump=pickle.dump, load=pickle.load)
+
+
 def save_torch(obj, path: str | Path) -> None:
-    """torch.save through a buffer: the file bytes do not depend on the temporary file's name."""
+    """torch.save through a buffer, pickled without a memo: the file bytes depend on the values alone (not
+    on the temporary file's name, nor on which process made them)."""
     buf = io.BytesIO()
-    torch.save(obj, buf)
+    torch.save(obj, buf, pickle_module=_CANONICAL_PICKLE)
     with atomic_path(path) as tmp:
         tmp.write_bytes(buf.getvalue())
 

@@ -24,6 +24,9 @@ from pipeline.training.data import TrainData
 log = logging.getLogger(__name__)
 
 
+EPOCH_BARS = True  # a progress bar over each run's epochs (pipeline.training.parallel's workers turn it off)
+
+
 def resolve_device(name: str) -> torch.device:
     if name == "auto":
         return torch.device("cuda" if torch.cuda.is_available() else "cpu")
@@ -170,7 +173,7 @@ def fit(model, data: TrainData, cfg: TrainConfig, out_dir: str | Path, live=None
     state = try_resume(out_dir / "last.pt", config, model, optimizer, device) or new_state()
     live, owned = _open_live(live, state["epoch"] > 0)
     bar = tqdm(range(state["epoch"], cfg.epochs), desc="epochs", leave=False, initial=state["epoch"],
-               total=cfg.epochs)
+               total=cfg.epochs, disable=not EPOCH_BARS)
     try:
         with deterministic():
             for epoch in bar:
