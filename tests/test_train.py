@@ -2,6 +2,9 @@
 from __future__ import annotations
 
 import json
+import os
+import subprocess
+import sys
 
 import numpy as np
 import pandas as pd
@@ -258,6 +261,19 @@ def test_dvclive_writes_metrics(data, tmp_path):
     tsv = pd.read_csv(live_dir / "plots" / "metrics" / "train" / "total.tsv", sep="\t")
     assert list(tsv["step"]) == [0, 1]
     assert not (live_dir / "dvc.yaml").exists() and not (tmp_path / "dvc.yaml").exists()
+
+
+def test_dvclive_logs_in_a_git_repository_without_a_commit(data, tmp_path, monkeypatch):
+    # dvclive 3.49 alone dies here with "Empty git repo" (treeverse/dvclive#522): a user's fresh `git init`
+    repo = tmp_path / "repo"
+    repo.mkdir()
+    subprocess.run(["git", "init", "-q"], cwd=repo, check=True)
+    subprocess.run([sys.executable, "-m", "dvc", "init", "-q"], cwd=repo, check=True,
+                   env={**os.environ, "DVC_NO_ANALYTICS": "1"})
+    monkeypatch.chdir(repo)
+    fit(new_cmvae(), data, tiny_train(epochs=2), repo / "run", live=repo / "live")
+    summary = json.loads((repo / "live" / "metrics.json").read_text())
+    assert summary["step"] == 1 and 0 <= summary["val"]["recall@25"] <= 1
 
 
 def test_tiny_cmvae_learns(data, tmp_path):

@@ -142,12 +142,34 @@ def _select(model, state: dict, score: float, patience: int) -> None:
         state["stopped"] = state["bad_evals"] >= patience
 
 
+def _live_class():
+    """dvclive's Live, tolerant of a git repository without a commit.
+
+    dvclive 3.49 reads HEAD before it checks for commits (treeverse/dvclive#522), so in a fresh `git init`
+    where nothing is committed yet the first training stage would die with "Empty git repo". Here the logs
+    are still written; only dvclive's DVC integration (which we do not use: dvc.yaml is written by hand and
+    no experiment is saved) is left out."""
+    from dvclive import Live
+    from scmrepo.exceptions import SCMError
+
+    class TolerantLive(Live):
+        def _init_dvc(self):
+            try:
+                super()._init_dvc()
+            except SCMError as e:
+                log.warning("dvclive: %s (no commit yet?); logging to %s without dvclive's DVC integration",
+                            e, self.dir)
+                self._dvc_repo = None
+                self._dvc_file = self._init_dvc_file()
+
+    return TolerantLive
+
+
 def _open_live(live, resume: bool):
     """A dvclive Live for a directory (dvc.yaml is written by hand: dvcyaml=None), the given Live, or None."""
     if live is None or not isinstance(live, (str, os.PathLike)):
         return live, False
-    from dvclive import Live
-    return Live(str(live), resume=resume, dvcyaml=None, save_dvc_exp=False), True
+    return _live_class()(str(live), resume=resume, dvcyaml=None, save_dvc_exp=False), True
 
 
 def fit(model, data: TrainData, cfg: TrainConfig, out_dir: str | Path, live=None, teacher=None, *,
