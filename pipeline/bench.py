@@ -9,6 +9,9 @@ e.g. an imported release or the TT-150k-sized world of configs/tt150k_world.yaml
 timing honest (the work per step does not depend on what the numbers are) but say nothing about quality;
 the teacher is an untrained CMVAE of the right shape (its posteriors cost the same as a trained one's).
 
+`--extract data/raw` times extraction instead (pipeline/bench_extract.py: extract_video and rhythm on the
+first videos and pairs of a built data/raw), recorded under "extraction".
+
 Each run is written to reports/bench.json under its label (with the exact command, CPU model, threads, torch
 version and load average before and after); `--render-readme` rewrites the README's speed table from that
 file (`speed_table`), and tests/test_bench.py checks that the two agree.
@@ -181,6 +184,23 @@ def run(args, argv) -> dict:
     }
 
 
+def extraction_record(args, argv) -> dict:
+    """One `--extract` run: pipeline.bench_extract's figures with the command, machine and load average."""
+    import torch
+
+    from pipeline.bench_extract import run_extraction
+
+    load_start = load_average()
+    if args.threads:
+        torch.set_num_threads(args.threads)
+    result = run_extraction(args.extract, args.videos, args.pairs, args.rounds, args.precision)
+    return {"command": command_line(argv), "date": time.strftime("%Y-%m-%d"),
+            "machine": {"cpu": cpu_model(), "cpus": os.cpu_count(), "threads": torch.get_num_threads(),
+                        "torch": torch.__version__, "device": "cpu",
+                        "thread_env": {k: os.environ[k] for k in THREAD_ENV if k in os.environ}},
+            "load_average_start": load_start, "load_average_end": load_average(), **result}
+
+
 def default_label(args) -> str:
     source = f"{Path(args.dataset).name}-{args.scheme}" if args.dataset else "random"
     threads = args.threads or os.cpu_count()
@@ -188,12 +208,13 @@ def default_label(args) -> str:
     return f"{source}-{args.precision}-{threads}t" + (f"-{policy}" if policy else "")
 
 
-def record_run(path: Path, label: str, record: dict) -> dict:
-    """reports/bench.json with `record` stored under `label` (replacing an earlier run of that label)."""
+def record_run(path: Path, label: str, record: dict, kind: str = "runs") -> dict:
+    """reports/bench.json with `record` stored under bench[kind][label] (replacing an earlier run of that
+    label); kind "runs" holds the training runs, "extraction" the extraction ones."""
     from pipeline.io import write_json
 
     bench = json.loads(path.read_text()) if path.exists() else {"runs": {}}
-    bench["runs"][label] = record
+    bench.setdefault(kind, {})[label] = record
     write_json(bench, path)
     return bench
 
@@ -223,7 +244,16 @@ def speed_table(bench: dict) -> str:
         machine = f"{m['cpu']} ({m['cpus']} CPUs), torch {m['torch']}, {m['device']}, {r['date']}"
         if machine not in machines:
             machines.append(machine)
-    return "\n".join([f"Machine: {'; '.join(machines)}.", "", *lines])
+    for r in bench.get("extraction", {}).values():
+        m = r["machine"]
+        machine = f"{m['cpu']} ({m['cpus']} CPUs), torch {m['torch']}, {m['device']}, {r['date']}"
+        if machine not in machines:
+            machines.append(machine)
+    tables = [f"Machine: {'; '.join(machines)}.", "", *lines]
+    if bench.get("extraction"):
+        from pipeline.bench_extract import extraction_table
+        tables += ["", "Extraction (`--extract`):", "", extraction_table(bench["extraction"])]
+    return "\n".join(tables)
 
 
 def render_readme(readme: Path, bench: dict) -> None:
@@ -251,7 +281,12 @@ def main(argv=None) -> None:
     ap.add_argument("--features", type=Path, help="a built data/features (with --dataset): time on real data")
     ap.add_argument("--dataset", type=Path, help="a built data/dataset")
     ap.add_argument("--scheme", default="weak", help="the split scheme whose training pairs are used")
-    ap.add_argument("--precision", default="fp32", choices=("fp32", "bf16"), help="train.loop.precision")
+    ap.add_argument("--precision", default="fp32", choices=("fp32", "bf16", "auto"),
+                    help="train.loop.precision; with --extract features_video.precision (auto allowed)")
+    ap.add_argument("--extract", type=Path, metavar="RAW", help="time extract_video and rhythm on a built data/raw")
+    ap.add_argument("--videos", type=int, default=240, help="--extract: videos timed (the first by id)")
+    ap.add_argument("--pairs", type=int, default=240, help="--extract: UGC pairs timed for rhythm")
+    ap.add_argument("--rounds", type=int, default=3, help="--extract: alternating rounds (the median is kept)")
     ap.add_argument("--threads", type=int, default=0, help="torch CPU threads (0: every core)")
     ap.add_argument("--device", default="auto")
     ap.add_argument("--batch-size", type=int, default=1024)
@@ -262,6 +297,11 @@ def main(argv=None) -> None:
     if args.render_readme:
         render_readme(README, json.loads(args.out.read_text()))
         return
+    if args.extract is not None:
+        record_run(args.out, args.label or f"extract-{args.precision}", extraction_record(args, argv), "extraction")
+        return
+    if args.precision == "auto":
+        ap.error("--precision auto is for --extract only (training runs fp32 or bf16)")
     if (args.features is None) != (args.dataset is None):
         ap.error("--features and --dataset go together")
     if args.epochs < 2:

@@ -3,6 +3,7 @@ import json
 from pathlib import Path
 
 import numpy as np
+import pytest
 import torch
 
 from pipeline.bench import (MUSIC, N_MUSIC, TABLE_END, TABLE_START, TEXT, VISUAL, full_pool_eval_seconds, main,
@@ -68,3 +69,62 @@ def test_bench_times_a_built_dataset_and_records_the_run(tmp_path):
     readme.write_text(f"intro\n{TABLE_START}\nold\n{TABLE_END}\nafter\n")
     render_readme(readme, bench)
     assert readme_table(readme) == table and readme.read_text().endswith(f"{TABLE_END}\nafter\n")
+
+
+def _tiny_raw(root: Path) -> Path:
+    """A data/raw with 3 rendered videos, 2 music clips, 3 UGC pairs and one PGC pair."""
+    import pandas as pd
+
+    from pipeline.data.render import RenderSpec, render_music_clip, render_video_clip
+
+    spec = RenderSpec(video_seconds=1.5, music_seconds=2.0)
+    (root / "media/video").mkdir(parents=True)
+    (root / "media/music").mkdir(parents=True)
+    for i in range(3):
+        render_video_clip(dict(video_id=f"v{i}", scene="beach", energy=0.5, valence=0.5, motion_tempo=100.0 + 20 * i,
+                               render_seed=i), root / f"media/video/v{i}.mp4", spec)
+    for i in range(2):
+        render_music_clip(dict(music_id=f"m{i}", genre="pop", tempo=110.0, energy=0.5, valence=0.5, render_seed=i),
+                          root / f"media/music/m{i}.wav", spec)
+    pd.DataFrame({"video_id": ["v0", "v1", "v2"], "path": [f"media/video/v{i}.mp4" for i in range(3)],
+                  "kind": ["ugc", "ugc", "pgc"]}).to_parquet(root / "videos.parquet")
+    pd.DataFrame({"music_id": ["m0", "m1"], "path": ["media/music/m0.wav", "media/music/m1.wav"]}).to_parquet(
+        root / "music.parquet")
+    pd.DataFrame({"video_id": ["v0", "v1", "v2"], "music_id": ["m0", "m1", "m0"],
+                  "kind": ["ugc", "ugc", "pgc"]}).to_parquet(root / "pairs.parquet")
+    return root
+
+
+def test_extraction_bench_times_both_media_stages_and_renders(tmp_path):
+    raw = _tiny_raw(tmp_path / "raw")
+    out = tmp_path / "bench.json"
+    argv = ["--extract", str(raw), "--videos", "2", "--pairs", "5", "--rounds", "1", "--precision", "fp32",
+            "--threads", "1", "--out", str(out)]
+    threads = torch.get_num_threads()
+    try:
+        main(argv)
+    finally:
+        torch.set_num_threads(threads)
+    run = json.loads(out.read_text())["extraction"]["extract-fp32"]
+    assert run["command"].endswith("python -m pipeline.bench " + " ".join(argv))
+    assert run["data"] == {"raw": str(raw), "videos": 2, "pairs": 2, "music": 2, "feature_dim": 1280}  # UGC only
+    f = run["figures"]
+    assert len(f["video_seconds"]) == len(f["rhythm_seconds"]) == 1 and min(f["video_seconds"]) > 0
+    assert f["videos_per_second"] == pytest.approx(2 / f["video_seconds_median"], rel=0.25)  # both rounded
+    assert run["config"]["precision_run"] == "fp32"
+    table = speed_table({"runs": {}, "extraction": {"extract-fp32": run}})
+    assert "Extraction" in table and f"`{run['command']}`" in table
+    with pytest.raises(SystemExit):
+        main(["--precision", "auto", "--out", str(out)])  # auto is for extraction only
+
+
+def test_extraction_bench_needs_media(tmp_path):
+    import pandas as pd
+
+    from pipeline.bench_extract import run_extraction
+    from pipeline.errors import DataError
+
+    (tmp_path / "raw").mkdir()
+    pd.DataFrame({"video_id": ["v0"], "path": [None], "kind": ["ugc"]}).to_parquet(tmp_path / "raw/videos.parquet")
+    with pytest.raises(DataError, match="videos.parquet: no video has a media path"):
+        run_extraction(tmp_path / "raw", 2, 2, 1, "fp32")
