@@ -6,7 +6,7 @@ BIN := $(VENV)/bin
 apt_install = { [ "$$(id -u)" = 0 ] && apt-get update -qq && \
 	DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends $(1); }
 
-.PHONY: setup repro repro-all science exps test test-all e2e
+.PHONY: setup repro repro-all sweep-full science exps test test-all e2e
 
 setup:
 	$(PY) -m venv $(VENV)
@@ -31,6 +31,11 @@ repro:
 # experiment with baselines.variants set to every registered variant, applied to the workspace.
 repro-all:
 	PATH="$(CURDIR)/$(BIN):$$PATH" $(BIN)/dvc exp run -S "baselines.variants=$$($(BIN)/python -m pipeline.models.baselines --names)"
+
+# The finer KL sweep (8 weights x weak and strong x 3 seeds = 48 student runs; the default is 5 x weak = 15):
+sweep-full:
+	PATH="$(CURDIR)/$(BIN):$$PATH" $(BIN)/dvc exp run -S "sweep.kl_weights=[0,0.1,1,4,10,40,100,400]" \
+		-S "sweep.schemes=[weak,strong]"
 
 # Experiments at a glance: `dvc exp show` lists every param, metric and dependency (about 340 columns here);
 # this keeps the experiment, the KL weight and the headline numbers of the student and CMVAE (< 200 columns).
