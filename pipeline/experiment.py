@@ -254,11 +254,11 @@ def train_variant(name: str, features: Features, dataset: Dataset, student: DebC
     shared = dict(name=name, features=features, dataset=dataset, student=student, runs=runs, out_dir=Path(out_dir),
                   work_dir=Path(work_dir), teacher_dir=teacher_dir, live_dir=live_dir, params=params)
     if v.kind == "closed_form":  # seconds each: not worth a process
-        return dict(_train_run(shared, *task) for task in tasks)
-    return dict(map_runs(_train_run, tasks, shared, runs.loop.threads, runs.workers, desc=name))
+        return dict(train_run(shared, *task) for task in tasks)
+    return dict(map_runs(train_run, tasks, shared, runs.loop.threads, runs.workers, desc=name))
 
 
-def _train_run(shared: dict, scheme: str, seed: int) -> tuple[str, dict]:
+def train_run(shared: dict, scheme: str, seed: int) -> tuple[str, dict]:
     """One run of train_variant: (run name, its summary). Module-level so that a worker process can run it."""
     name, features, dataset, runs = shared["name"], shared["features"], shared["dataset"], shared["runs"]
     v = variant(name, shared["student"], shared["params"])

@@ -20,7 +20,9 @@ import numpy as np
 import pandas as pd
 
 from pipeline.errors import ParamsError
-from pipeline.experiment import RunsConfig, skipped, train_variant
+from pipeline.experiment import RunsConfig, train_run, skipped
+from pipeline.models.baselines import BaselineParams
+from pipeline.training.parallel import map_runs
 from pipeline.models.debcm import DebCMConfig
 from pipeline.sampling.dataset import Dataset
 from pipeline.data.features import Features
@@ -78,16 +80,28 @@ def kl_sweep(features: Features, dataset: Dataset, student: DebCMConfig, runs: R
     rows = []
     if not weights:
         log.info("sweep: sweep.kl_weights is empty; no student is retrained")
+    # every weight's runs in one pool of processes (pipeline.training.parallel): the same runs train_variant
+    # would make for each weight, without a pool per weight
+    tasks = [(weight, scheme, seed) for weight in weights for scheme in schemes for seed in runs.seeds]
+    with tempfile.TemporaryDirectory(prefix="kl_sweep.") as tmp:
+        shared = dict(name="student", features=features, dataset=dataset, student=student, runs=runs,
+                      out_dir=Path(tmp) / "models", work_dir=Path(tmp) / "work", teacher_dir=Path(teacher_dir),
+                      live_dir=None, params=BaselineParams())
+        done = map_runs(_sweep_run, tasks, shared, runs.loop.threads, runs.workers, desc="kl sweep") if tasks else []
     for weight in weights:
-        cfg = dataclasses.replace(student, kl_weight=weight)
-        with tempfile.TemporaryDirectory(prefix="kl_sweep.") as tmp:
-            # kl_weight 0 needs no teacher; train_variant then trains the no-teacher student
-            summary = train_variant("student", features, dataset, cfg, runs, Path(tmp) / "models",
-                                    Path(tmp) / "work", teacher_dir if weight > 0 else None)
-        rows.append(sweep_row(weight, {run: s["best_score"] for run, s in summary.items()}, schemes))
+        scores = {run: summary["best_score"] for w, run, summary in done if w == weight}
+        rows.append(sweep_row(weight, scores, schemes))
         log.info("kl_weight %g: validation recall %.4f", weight, rows[-1]["val_recall"])
     columns = ["kl_weight", "val_recall", "val_recall_std", *[f"val_{s}" for s in schemes]]
     return pd.DataFrame(rows, columns=columns)
+
+
+def _sweep_run(shared: dict, weight: float, scheme: str, seed: int) -> tuple[float, str, dict]:
+    """One student run at `weight` (kl_weight 0 needs no teacher: the no-teacher student), in its own folders."""
+    run = dict(shared, student=dataclasses.replace(shared["student"], kl_weight=weight),
+               teacher_dir=shared["teacher_dir"] if weight > 0 else None,
+               out_dir=shared["out_dir"] / f"kl_{weight:g}", work_dir=shared["work_dir"] / f"kl_{weight:g}")
+    return (weight, *train_run(run, scheme, seed))
 
 
 def main(argv=None) -> None:

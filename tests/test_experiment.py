@@ -104,6 +104,8 @@ def test_teacher_then_student_per_seed_deterministic_and_evaluated_per_scheme(wo
         assert table["val_recall_std"][row] == pytest.approx(np.std(best, ddof=1), abs=1e-12)
     with pytest.raises(ParamsError, match="sweep.kl_weights"):
         kl_sweep(feats, ds, STUDENT, runs(), [1.0, 1.0], tmp_path / "teacher")
+    side_by_side = kl_sweep(feats, ds, STUDENT, runs(workers=2), [STUDENT.kl_weight, 0.0], tmp_path / "teacher")
+    assert side_by_side.equals(table)  # every weight's runs in one pool of processes: the same numbers
 
     per_seed, per_video = evaluate_runs(load_runs(tmp_path / "a", ["weak"], [0, 1]), feats, ds, ks=(10, 25))
     assert set(per_seed) == {0, 1} and set(per_video["seed"]) == {0, 1}
