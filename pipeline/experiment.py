@@ -152,19 +152,25 @@ def train_teachers(features: Features, dataset: Dataset, cfg: CMVAEConfig, runs:
     if reason:
         log.warning("teacher skipped: %s", reason)
         return {"skipped": reason}
-    summaries = {}
-    for seed in runs.seeds:
-        loop = _loop(runs, seed)
-        data = build_train_data(features, dataset, "pgc", kind="pgc")
-        torch.manual_seed(seed)  # the initial weights depend on the seed alone, not on earlier runs
-        model = CMVAE(data.visual.shape[1], data.music.shape[1],
-                      None if data.text is None else data.text.shape[1], cfg)
-        name = f"s{seed}"
-        log.info("teacher %s", name)
-        s = _fit_one(model, data, loop, teacher_path(out_dir, seed), work_dir / name,
-                     None if live_dir is None else live_dir / name)
-        summaries[name] = {k: s[k] for k in SUMMARY_KEYS}
-    return summaries
+    shared = dict(features=features, dataset=dataset, cfg=cfg, runs=runs, out_dir=Path(out_dir),
+                  work_dir=Path(work_dir), live_dir=live_dir)
+    return dict(map_runs(teacher_run, [(seed,) for seed in runs.seeds], shared, runs.loop.threads, runs.workers,
+                         desc="teachers"))
+
+
+def teacher_run(shared: dict, seed: int) -> tuple[str, dict]:
+    """One teacher of train_teachers: (s<seed>, its summary). Module-level so that a worker process can run it."""
+    runs, live_dir = shared["runs"], shared["live_dir"]
+    loop = _loop(runs, seed)
+    data = build_train_data(shared["features"], shared["dataset"], "pgc", kind="pgc")
+    torch.manual_seed(seed)  # the initial weights depend on the seed alone, not on earlier runs
+    model = CMVAE(data.visual.shape[1], data.music.shape[1], None if data.text is None else data.text.shape[1],
+                  shared["cfg"])
+    name = f"s{seed}"
+    log.info("teacher %s", name)
+    s = _fit_one(model, data, loop, teacher_path(shared["out_dir"], seed), shared["work_dir"] / name,
+                 None if live_dir is None else live_dir / name)
+    return name, {k: s[k] for k in SUMMARY_KEYS}
 
 
 def _unavailable(v: Variant, dataset: Dataset, schemes: Sequence[str], teacher_dir: Path | None) -> str | None:

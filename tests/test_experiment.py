@@ -131,7 +131,9 @@ def test_parallel_runs_are_byte_identical_to_one_after_another(world, tmp_path):
         root = tmp_path / f"w{workers}"
         summary = train_variant("interaction", feats, ds, STUDENT, runs(workers=workers), root / "models",
                                 root / "work", live_dir=root / "live")
-        out[workers] = (summary, [file_md5(model_path(root / "models", "weak", s)) for s in (0, 1)])
+        teachers = train_teachers(feats, ds, cmvae_part(STUDENT), runs(workers=workers), root / "teacher", root / "tw")
+        out[workers] = (summary, [file_md5(model_path(root / "models", "weak", s)) for s in (0, 1)], teachers,
+                        [file_md5(teacher_path(root / "teacher", s)) for s in (0, 1)])
         assert all((root / "live" / f"weak_s{s}" / "metrics.json").exists() for s in (0, 1))
     assert out[1] == out[2]  # summaries (with the interaction diagnostics) and model bytes
     with pytest.raises(DataError, match="no teacher for seed 5"):  # a worker's error reaches the stage
