@@ -228,7 +228,6 @@ def speed_table(bench: dict) -> str:
     lines = ["| run | data | epochs | student epoch, median after the first (s) | CPU s per epoch | first epoch (s) "
              "| validation (s) | full ranking (s) | threads | load avg start -> end | command |",
              "|---|---|---|---|---|---|---|---|---|---|---|"]
-    machines = []
     for label, r in sorted(bench["runs"].items()):
         d, f, m, c = r["data"], r["figures"], r["machine"], r["config"]
         what = "random features" if d["source"] == "random" else f"{d['dataset']} ({d['scheme']})"
@@ -241,14 +240,9 @@ def speed_table(bench: dict) -> str:
                      f"| {_cell(f['first_epoch_seconds'])} | {_cell(f['validation_seconds_median'])} "
                      f"| {_cell(f['full_ranking_seconds_median'])} ({f['full_ranking_videos']:,} videos) "
                      f"| {m['threads']} | {load} | `{r['command']}` |")
-        machine = f"{m['cpu']} ({m['cpus']} CPUs), torch {m['torch']}, {m['device']}, {r['date']}"
-        if machine not in machines:
-            machines.append(machine)
-    for r in bench.get("extraction", {}).values():
-        m = r["machine"]
-        machine = f"{m['cpu']} ({m['cpus']} CPUs), torch {m['torch']}, {m['device']}, {r['date']}"
-        if machine not in machines:
-            machines.append(machine)
+    every = [r for _, r in sorted(bench["runs"].items())] + list(bench.get("extraction", {}).values())
+    machines = dict.fromkeys(f"{r['machine']['cpu']} ({r['machine']['cpus']} CPUs), torch {r['machine']['torch']}, "
+                             f"{r['machine']['device']}, {r['date']}" for r in every)  # in order, once each
     tables = [f"Machine: {'; '.join(machines)}.", "", *lines]
     if bench.get("extraction"):
         from pipeline.bench_extract import extraction_table

@@ -20,12 +20,12 @@ import numpy as np
 import pandas as pd
 
 from pipeline.errors import ParamsError
-from pipeline.experiment import RunsConfig, train_run, skipped
+from pipeline.experiment import RunsConfig, skipped, train_run
 from pipeline.models.baselines import BaselineParams
-from pipeline.training.parallel import map_runs
 from pipeline.models.debcm import DebCMConfig
 from pipeline.sampling.dataset import Dataset
 from pipeline.data.features import Features
+from pipeline.training.parallel import map_runs
 
 log = logging.getLogger(__name__)
 
@@ -87,7 +87,7 @@ def kl_sweep(features: Features, dataset: Dataset, student: DebCMConfig, runs: R
         shared = dict(name="student", features=features, dataset=dataset, student=student, runs=runs,
                       out_dir=Path(tmp) / "models", work_dir=Path(tmp) / "work", teacher_dir=Path(teacher_dir),
                       live_dir=None, params=BaselineParams())
-        done = map_runs(_sweep_run, tasks, shared, runs.loop.threads, runs.workers, desc="kl sweep") if tasks else []
+        done = map_runs(_sweep_run, tasks, shared, runs.loop.threads, runs.workers, desc="kl sweep")
     for weight in weights:
         scores = {run: summary["best_score"] for w, run, summary in done if w == weight}
         rows.append(sweep_row(weight, scores, schemes))

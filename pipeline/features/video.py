@@ -26,7 +26,7 @@ from tqdm import tqdm
 from av.video.reformatter import VideoReformatter
 
 from pipeline.errors import DataError, MediaError, ParamsError
-from pipeline.features.backbones import BACKBONES, IMAGE_SIZE, FrameEncoder, build_backbone
+from pipeline.features.backbones import BACKBONES, IMAGE_SIZE, FrameEncoder, build_backbone, resolve_device
 from pipeline.features.mediacheck import BadMedia, VideoReader, check_on_error, raise_failures
 
 log = logging.getLogger(__name__)
@@ -82,7 +82,7 @@ def resolve_precision(precision: str, device: str | torch.device) -> str:
     (on a GPU fp32: it is fast enough there, and its features then match a CPU's fp32 run)."""
     if precision != "auto":
         return precision
-    on_cpu = torch.device(device).type == "cpu" if str(device) != "auto" else not torch.cuda.is_available()
+    on_cpu = (device if isinstance(device, torch.device) else resolve_device(device)).type == "cpu"
     return "bf16" if on_cpu and cpu_has_native_bf16() else "fp32"
 
 

@@ -5,10 +5,9 @@ import dataclasses
 import hashlib
 import io
 import logging
-from pathlib import Path
-
 import pickle
 import types
+from pathlib import Path
 
 import numpy as np
 import torch

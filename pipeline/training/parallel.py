@@ -7,8 +7,9 @@ core finishes the stage about twice as fast as the runs one after another on eve
 run's matrices are large enough for threads to pay as well; the same split of cores still keeps every core
 busy (with one copy of the training data per process).
 
-What a run computes does not depend on how many run beside it: each seeds itself (pipeline.experiment), and
-its thread count is fixed by the params (`plan`). Workers are spawned (not forked: torch's OpenMP pool does
+What a run computes does not depend on which process runs it: each seeds itself (pipeline.experiment), and
+its thread count follows from the params, the core count and the number of runs (`plan`); the thread count
+itself can change float rounding (README "Speed targets"). Workers are spawned (not forked: torch's OpenMP pool does
 not survive a fork), get the shared inputs once, and return each run's summary in the order of the tasks.
 """
 from __future__ import annotations
@@ -68,8 +69,12 @@ def map_runs(fn: Callable[..., Any], tasks: Sequence[tuple], shared: dict, threa
     if processes == 1:
         import torch
 
+        before = torch.get_num_threads()
         torch.set_num_threads(per_process)
-        return [fn(shared, *task) for task in tasks]
+        try:
+            return [fn(shared, *task) for task in tasks]
+        finally:
+            torch.set_num_threads(before)
     from pipeline import truth
 
     log.info("%s: %d runs on %d processes x %d torch thread(s)", desc, len(tasks), processes, per_process)

@@ -345,7 +345,7 @@ def test_auto_precision_is_bf16_only_on_a_cpu_with_native_bfloat16(monkeypatch):
     for native in (False, True):
         monkeypatch.setattr(video_module, "cpu_has_native_bf16", lambda native=native: native)
         assert resolve_precision("auto", "cpu") == ("bf16" if native else "fp32")
-        assert resolve_precision("auto", "cuda:0") == "fp32"
+        assert resolve_precision("auto", torch.device("cuda", 0)) == "fp32"
         assert resolve_precision("fp32", "cpu") == "fp32" and resolve_precision("bf16", "cuda") == "bf16"
     monkeypatch.setattr(video_module.torch.cuda, "is_available", lambda: False)
     monkeypatch.setattr(video_module, "cpu_has_native_bf16", lambda: True)
