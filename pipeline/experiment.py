@@ -7,7 +7,8 @@ Layout (the stages' outputs):
   metrics/variants/<variant>.json                what `evaluate` measured of each
 
 How a variant trains follows its kind (neural: training.loop.fit; closed_form: one fit on the training rows;
-post_hoc: its base variant trained as that variant is, then wrapped) and its data setting (a `union` variant
+post_hoc: its base variant trained as that variant is, then wrapped; teacher: the PGC teacher copied) and its
+data setting (a `union` variant
 trains on the scheme's UGC plus the PGC training pairs).
 
 Each scheme gets its own models: a model trained on the weak split has seen the strong split's test
@@ -242,6 +243,22 @@ def _post_hoc(v: Variant, features: Features, dataset: Dataset, student: DebCMCo
     return summaries
 
 
+def _copy_teachers(v: Variant, features: Features, dataset: Dataset, runs: RunsConfig, out_dir: Path,
+                   teacher_dir: Path | None) -> dict[str, dict]:
+    """The `teacher` variant: each seed's PGC teacher saved unchanged as that seed's model of every scheme, with
+    its Recall on the scheme's UGC validation set (truth-free: what the report's teacher guard compares)."""
+    summaries = {}
+    for scheme in runs.schemes_of(dataset):
+        data = build_train_data(features, dataset, scheme)
+        for seed in runs.seeds:
+            model, _ = _teacher(v, teacher_dir, seed)
+            score = validation_recall(model, data, runs.loop.val_k)
+            _save(model, score, _loop(runs, seed), data, model_path(out_dir, scheme, seed))
+            summaries[run_name(scheme, seed)] = _fitted_summary(score, {"teacher": f"s{seed}.pt"})
+            log.info("%s %s: UGC validation recall@%d %.4f", v.name, run_name(scheme, seed), runs.loop.val_k, score)
+    return summaries
+
+
 def train_variant(name: str, features: Features, dataset: Dataset, student: DebCMConfig, runs: RunsConfig,
                   out_dir: Path, work_dir: Path, teacher_dir: Path | None = None,
                   live_dir: Path | None = None, params: BaselineParams | None = None) -> dict[str, dict]:
@@ -253,6 +270,8 @@ def train_variant(name: str, features: Features, dataset: Dataset, student: DebC
     if reason:
         log.warning("%s skipped: %s", name, reason)
         return {"skipped": reason}
+    if v.kind == "teacher":
+        return _copy_teachers(v, features, dataset, runs, Path(out_dir), teacher_dir)
     if v.kind == "post_hoc":
         return _post_hoc(v, features, dataset, student, runs, Path(out_dir), Path(work_dir), teacher_dir, live_dir,
                          params)

@@ -253,3 +253,31 @@ def test_distilled_variant_loads_the_teacher_and_skips_without_one(world, tmp_pa
     skipped = train_variant("ips_pgc", feats, ds, STUDENT, one_run(), tmp_path / "y", tmp_path / "w",
                             teacher_dir=tmp_path / "none")
     assert skipped == {"skipped": "ips_pgc needs the PGC teacher: the source has no PGC pairs"}
+
+
+def test_the_2x2_cells_cmvae_kl_learns_from_the_teacher_and_teacher_is_the_teacher(world, tmp_path):  # noqa: F811
+    """DESIGN 9: cmvae_kl is CMVAE + the KL to the teacher with no adjustment; `teacher` is the PGC teacher
+    itself, scored on UGC (its UGC validation Recall is the report's truth-free guard)."""
+    from pipeline.training.loop import validation_recall
+
+    features_dir, ds, _ = world
+    feats = load_features(features_dir)
+    train_teachers(feats, ds, cmvae_part(STUDENT), one_run(), tmp_path / "teacher", tmp_path / "w")
+    summary = train_variant("cmvae_kl", feats, ds, STUDENT, one_run(), tmp_path / "kl", tmp_path / "w",
+                            teacher_dir=tmp_path / "teacher")
+    model = load_model(model_path(tmp_path / "kl", "weak", 0))
+    assert isinstance(model, DebCM) and model.config.confounder == "none" and model.config.kl_weight == 0.5
+    assert not hasattr(model, "genre_embedding") and not hasattr(model, "interaction")
+    assert summary["weak_s0"]["epochs_run"] == 2
+    data = build_train_data(feats, ds, "weak")
+    batch = data.batch(torch.arange(8))
+    v_z, m_z = model.video_embedding(batch), model.music_embedding(batch)
+    assert torch.all(m_z[:, -1] == 0) and torch.allclose(model.score(v_z, m_z)[:, :], v_z @ m_z.t())
+    teacher = train_variant("teacher", feats, ds, STUDENT, one_run(), tmp_path / "t", tmp_path / "w",
+                            teacher_dir=tmp_path / "teacher")
+    copied = load_model(model_path(tmp_path / "t", "weak", 0))
+    original = load_model(teacher_path(tmp_path / "teacher", 0))
+    assert type(copied) is CMVAE
+    assert all(torch.equal(a, b) for a, b in zip(copied.state_dict().values(), original.state_dict().values()))
+    assert teacher["weak_s0"]["best_score"] == pytest.approx(validation_recall(original, data, 25))
+    assert teacher["weak_s0"]["epochs_run"] == 0 and teacher["weak_s0"]["fit"] == {"teacher": "s0.pt"}

@@ -22,7 +22,7 @@ from pipeline.gaussian import Gaussian
 
 log = logging.getLogger(__name__)
 
-CONFOUNDERS = ("concat", "interaction")
+CONFOUNDERS = ("concat", "interaction", "none")  # none: no adjustment (the cmvae_kl cell of the 2x2)
 CONFOUNDER_MODES = ("batch", "global")
 INFERENCE = ("backdoor", "content")
 TEACHER_KEYS = ("teacher_video_mu", "teacher_video_logvar", "teacher_music_mu", "teacher_music_logvar")
@@ -32,7 +32,9 @@ TEACHER_KEYS = ("teacher_video_mu", "teacher_video_logvar", "teacher_music_mu", 
 class DebCMConfig(CMVAEConfig):
     """CMVAE settings plus the confounder and transfer switches (params group `student`)."""
 
-    confounder: str = "concat"  # concat: the paper's z'_m = Linear([z_m ; z_u]); interaction: u^T W g(m)
+    # concat: the paper's z'_m = Linear([z_m ; z_u]); interaction: u^T W g(m); none: no adjustment at all, so
+    # with kl_weight > 0 a CMVAE guided by the teacher (DESIGN 9: the teacher without the adjustment)
+    confounder: str = "concat"
     confounder_mode: str = "batch"  # concat z_u from the batch's uploaders (DebCM) or the training mean (DecRS)
     confounder_projection: str = "residual"  # concat: z'_m = z_m + W_u z_u + b (residual) or W [z_m ; z_u] + b
     inference: str = "backdoor"  # interaction only: marginalise u with the training mean, or drop the term
@@ -79,7 +81,7 @@ class DebCM(CMVAE):
             # teacher's pull the student collapsed to chance after a few epochs (README "no_teacher collapse").
             linear = config.confounder_projection == "linear"
             self.project = nn.Linear(2 * d if linear else d, d)
-        else:
+        elif config.confounder == "interaction":
             # W in R^{N_g x N_g}; zero start = pure content model until taste explains part of the choices.
             self.interaction = nn.Parameter(torch.zeros(n_g, n_g))
         self.register_buffer("uploader_prior", torch.full((n_g,), float("nan")))

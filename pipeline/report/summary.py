@@ -1,6 +1,6 @@
 """reports/claim.json: the claim's numbers in machine-readable form, for whatever compares runs (the
-pre-registered science grid reads one per experiment): each variant's value with a bootstrap 95% CI on
-every claim metric, and every paired verdict against CMVAE."""
+pre-registered science grid reads one per experiment): each variant's value with a seed-aware 95% CI on
+every claim metric, and every paired comparison with its raw p, family and verdict."""
 from __future__ import annotations
 
 from typing import Sequence
@@ -37,10 +37,15 @@ def variant_intervals(per_video: pd.DataFrame, keys: Sequence[MetricKey], varian
 def claim_json(per_video: pd.DataFrame, keys: Sequence[MetricKey], variants: Sequence[str],
                rows: Sequence[ClaimRow], resamples: int, seed: int) -> dict:
     def clean(x: float) -> float | None:
-        return None if np.isnan(x) else float(x)
+        return float(x) if np.isfinite(x) else None
 
-    verdicts = [{"challenger": r.challenger, "metric": r.key.key, "effect": clean(r.comparison.effect),
-                 "low": clean(r.comparison.low), "high": clean(r.comparison.high), "p_holm": clean(r.p_holm),
+    verdicts = [{"challenger": r.challenger, "baseline": r.baseline, "metric": r.key.key, "family": r.family,
+                 "effect": clean(r.comparison.effect), "low": clean(r.comparison.low),
+                 "high": clean(r.comparison.high), "p": clean(r.comparison.p), "p_holm": clean(r.p_holm),
+                 "video_low": clean(r.comparison.video_low), "video_high": clean(r.comparison.video_high),
+                 "video_p": clean(r.comparison.video_p), "se_seeds": clean(r.comparison.se_seeds),
+                 "se_videos": clean(r.comparison.se_videos), "df": clean(r.comparison.df),
+                 "seed_effects": [clean(e) for e in r.comparison.seed_effects],
                  "seeds_agreeing": r.comparison.seeds_agreeing, "seeds": len(r.comparison.seed_effects),
                  "videos": r.comparison.n_videos, "verdict": r.verdict} for r in rows]
     return {"variants": variant_intervals(per_video, keys, variants, resamples, seed), "verdicts": verdicts}

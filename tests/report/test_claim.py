@@ -19,10 +19,14 @@ KEYS = claim_keys(25, ["weak", "t_diverse", "t_matching"], "weak")
 
 @pytest.fixture(scope="module")
 def rows():
-    t = per_video_table({"student": {0: 15, 1: 12, 2: 14}, "cmvae": {0: 0, 1: 0, 2: 0},
-                         "decrs": {0: 0, 1: 1, 2: -1}, "popularity": {0: -9, 1: -9, 2: -9}},
-                        bias={"student": -0.02, "cmvae": 0.05, "decrs": 0.10})
-    return claim_rows(t, KEYS, ["decrs", "popularity", "cmvae", "student"], resamples=999)
+    return claim_rows(_five_seeds(), KEYS, ["decrs", "popularity", "cmvae", "student"], resamples=999)
+
+
+def _five_seeds():
+    return per_video_table({"student": {0: 15, 1: 12, 2: 14, 3: 13, 4: 15}, "cmvae": dict.fromkeys(range(5), 0),
+                            "decrs": {0: 0, 1: 1, 2: -1, 3: 0, 4: 1}, "popularity": dict.fromkeys(range(5), -9),
+                            "cmvae_kl": {0: 14, 1: 13, 2: 15, 3: 12, 4: 14}},
+                           bias={"student": -0.02, "cmvae": 0.05, "decrs": 0.10, "cmvae_kl": -0.02})
 
 
 def test_claim_keys_cover_both_intervened_sets_and_the_truth_metrics():
@@ -52,7 +56,8 @@ def test_planted_effect_found_null_variant_not_and_holm_over_every_row(rows):
     raw = [r.comparison.p for r in rows]
     np.testing.assert_allclose([r.p_holm for r in rows], holm(raw))  # one correction over both challengers
     assert all(r.p_holm >= r.comparison.p for r in rows)
-    assert max(len(r.challenger_seeds) for r in rows) == 3
+    assert max(len(r.challenger_seeds) for r in rows) == 5
+    assert {r.family for r in rows} == {"confirmatory"}  # no contrasts named: every row, as before
 
 
 def test_claim_table_columns_marks_and_note(rows):
@@ -60,13 +65,14 @@ def test_claim_table_columns_marks_and_note(rows):
                        "t_matching": SetShape(40, 101, 200)}, 30, "weak")
     text = claim_table(rows, flag=flag)
     assert "### student vs cmvae" in text and "### decrs vs cmvae" in text and "popularity" not in text
-    assert "| metric | student | cmvae | effect | 95% CI | p (Holm) | seeds agree | videos | verdict |" in text
+    assert ("| metric | student | cmvae | effect | 95% CI (seeds + videos) | p | video-level CI | seeds agree | videos "
+            "| family | verdict |") in text
     line = next(ln for ln in text.splitlines() if ln.startswith("| t_diverse/full/ndcg@25 ↑ |"))
     cells = [c.strip() for c in line.strip("|").split("|")]
-    assert cells[-1] == "yes" and cells[-3] == "3/3" and cells[-2] == "40" and cells[3].startswith("+")
+    assert cells[-1] == "yes" and cells[-4] == "5/5" and cells[-3] == "40" and cells[3].startswith("+")
     assert "| weak/truth/bias_amplification@25 (|·| ↓) ⚠ |" in text  # K = 25 of a 36-music pool: degenerate
     assert "| t_diverse/truth/bias_amplification@25 (|·| ↓) |" in text
-    assert "Holm-corrected over all 24 rows" in text and "⚠ degenerate set" in text
+    assert "Holm-corrected over the 24 confirmatory rows" in text and "⚠ degenerate set" in text
     assert claim_table([]).startswith("No variant shares")
 
 
@@ -108,11 +114,51 @@ def test_dvc_declares_the_headline_as_the_metric_and_no_per_variant_table():
 def test_claim_json_gives_each_variant_an_interval_and_every_verdict(rows):
     from pipeline.report.summary import claim_json
 
-    t = per_video_table({"student": {0: 15, 1: 12, 2: 14}, "cmvae": {0: 0, 1: 0, 2: 0}},
-                        bias={"student": -0.02, "cmvae": 0.05})
-    out = claim_json(t, KEYS, ["student", "cmvae"], rows, resamples=999, seed=0)
+    out = claim_json(_five_seeds(), KEYS, ["student", "cmvae"], rows, resamples=999, seed=0)
     cell = out["variants"]["student"]["t_diverse/full/recall@25"]
     assert cell["low"] <= cell["value"] <= cell["high"] and cell["videos"] > 0
     ba = out["variants"]["cmvae"]["t_diverse/truth/abs_bias_amplification@25"]
     assert ba["value"] == pytest.approx(0.05, abs=0.01) and ba["low"] <= ba["value"] <= ba["high"]  # planted +0.05
     assert len(out["verdicts"]) == len(rows) and {v["verdict"] for v in out["verdicts"]} <= {"yes", "no", "worse", "n/a"}
+    first = out["verdicts"][0]
+    assert first["family"] == "confirmatory" and first["baseline"] == "cmvae" and len(first["seed_effects"]) == 5
+    assert first["p"] <= first["p_holm"] and first["video_low"] is not None
+
+
+def test_named_contrasts_form_the_family_and_the_rest_is_exploratory():
+    """DESIGN 9: Holm over the pre-registered contrasts on the pre-registered metrics alone; another
+    challenger against CMVAE is exploratory (uncorrected, bracketed); a degenerate set is n/a, in no family."""
+    from pipeline.report.claim import Contrast
+
+    flag = Degeneracy({"weak": SetShape(60, 101, 200), "t_diverse": SetShape(20, 101, 200),
+                       "t_matching": SetShape(40, 101, 200)}, 30, "weak")  # 20 T_diverse videos < 30
+    contrasts = [Contrast("student", "cmvae_kl"), Contrast("cmvae_kl", "cmvae")]
+    rows = claim_rows(_five_seeds(), KEYS, ["decrs", "popularity", "cmvae", "student", "cmvae_kl"], resamples=999,
+                      contrasts=contrasts, confirmatory=["primary/truth/ndcg", "t_diverse/truth/ndcg",
+                                                         "t_matching/full/recall"], primary="weak", flag=flag)
+    pairs = list(dict.fromkeys((r.challenger, r.baseline) for r in rows))
+    assert pairs == [("student", "cmvae_kl"), ("cmvae_kl", "cmvae"), ("student", "cmvae"), ("decrs", "cmvae")]
+    family = {(r.challenger, r.baseline, r.key.key): r for r in rows}
+    confirmed = [r for r in rows if r.family == "confirmatory"]
+    assert {(r.challenger, r.key.key) for r in confirmed} == {
+        (c, k) for c in ("student", "cmvae_kl") for k in ("weak/truth/ndcg@25", "t_matching/full/recall@25")}
+    np.testing.assert_allclose([r.p_holm for r in confirmed], holm([r.comparison.p for r in confirmed]))
+    assert family[("cmvae_kl", "cmvae", "weak/truth/ndcg@25")].verdict == "yes"  # the teacher's contrast
+    assert family[("student", "cmvae_kl", "weak/truth/ndcg@25")].verdict == "no"  # planted: no adjustment effect
+    degenerate = family[("cmvae_kl", "cmvae", "t_diverse/truth/ndcg@25")]
+    assert degenerate.family == "degenerate" and degenerate.verdict == "n/a" and np.isnan(degenerate.p_holm)
+    explored = family[("student", "cmvae", "weak/truth/ndcg@25")]
+    assert explored.family == "exploratory" and np.isnan(explored.p_holm) and explored.verdict == "yes"
+    text = claim_table(rows, flag=flag)
+    assert "### student vs cmvae_kl: the backdoor adjustment, given the teacher" in text
+    assert "(yes, exploratory)" in text and "over the 4 confirmatory rows" in text
+
+
+def test_contrast_and_metric_params_are_checked():
+    from pipeline.errors import ParamsError
+    from pipeline.report.claim import Contrast, parse_contrast
+
+    assert parse_contrast(" student vs  cmvae_kl") == Contrast("student", "cmvae_kl")
+    for bad in ("student", "student vs student", "a vs b vs c"):
+        with pytest.raises(ParamsError, match="report.contrasts"):
+            parse_contrast(bad)

@@ -10,6 +10,8 @@ Kinds (how pipeline/experiment.py trains it):
 - neural:      pipeline.training.loop.fit (Adam, early stopping on validation Recall); build(v, m, t) -> model.
 - closed_form: fitted on the training rows at once, no epochs (closed_form.ClosedForm); build(v, m, t) ->
                model. The fitted maps are buffers, so load_model and evaluation need nothing special.
+- teacher:     the trained PGC teacher of the run's seed, copied as the variant's model (no training; its
+               validation Recall on the scheme's UGC validation set is recorded: the report's teacher guard).
 - post_hoc:    derived from the variant `base` without training of its own (a re-ranking; the same model
                queried differently): the base is trained first exactly as that variant is (same seeds, same
                bytes), then build(trained base model, pool size) -> model and, if it has one,
@@ -17,6 +19,7 @@ Kinds (how pipeline/experiment.py trains it):
 
 Data settings (the two column groups of DebCM Table 3):
 - ugc:      the scheme's UGC training triples.
+- pgc:      PGC pairs only (the teacher alone).
 - ugc+pgc:  PGC data enters too. A variant registered with `union=True` trains on the union of the scheme's
             UGC training pairs and the teacher's PGC training pairs (non-debiased models); the others stay on
             UGC and are guided by the frozen PGC teacher (the student's KL, the debiased baselines' label
@@ -40,8 +43,8 @@ from pipeline.errors import ParamsError
 from pipeline.models.cmvae import CMVAEConfig
 from pipeline.models.debcm import DebCMConfig
 
-KINDS = ("neural", "closed_form", "post_hoc")
-SETTINGS = ("ugc", "ugc+pgc")
+KINDS = ("neural", "closed_form", "post_hoc", "teacher")
+SETTINGS = ("ugc", "ugc+pgc", "pgc")
 # The `baselines.variants` default: cheap enough for the default `make repro` (the closed-form ones take
 # seconds); `make repro-all` runs every registered variant.
 DEFAULT_VARIANTS = ("no_teacher", "cmvae", "decrs", "interaction", "interaction_content",

@@ -5,6 +5,10 @@ section 6).
               Table 3's UGC + PGC DebCM row).
 - no_teacher: the same student with kl_weight 0 (what the teacher's guidance adds; the UGC-only DebCM row).
 - cmvae:      plain CMVAE on UGC, no confounder term and no teacher (the biased baseline).
+- cmvae_kl:   CMVAE on UGC with the student's KL to the PGC teacher and no adjustment (the fourth cell of the
+              adjustment x teacher 2x2, DESIGN 9: student vs cmvae_kl tests the adjustment, cmvae_kl vs cmvae
+              the teacher).
+- teacher:    the PGC teacher itself (CMVAE trained on PGC pairs only), scored on every UGC test set.
 - cmvae_pgc:  the same CMVAE trained on the union of the scheme's UGC and the teacher's PGC training pairs.
 - decrs:      DebCM with the DecRS-style global-average confounder (the training mean of the uploader
               distributions in place of each batch's mean), no teacher.
@@ -76,3 +80,17 @@ def interaction_content(s, p):
 def cmvae_pgc(s, p):
     """Plain CMVAE on the union of UGC and PGC training pairs."""
     return cmvae(s, p)
+
+
+@register("cmvae_kl", table=TABLE, row="DebCM, no adjustment (CMVAE + KL to the teacher)", data="ugc+pgc",
+          teacher=lambda s, p: s.kl_weight > 0)
+def cmvae_kl(s, p):
+    """CMVAE on UGC guided by the PGC teacher (student.kl_weight), no backdoor adjustment."""
+    return _debcm(dataclasses.replace(s, confounder="none"))
+
+
+@register("teacher", kind="teacher", data="pgc", teacher=True, table="DebCM 2x2 (DESIGN 9)",
+          row="CMVAE teacher, PGC only")
+def teacher(s, p):
+    """The PGC teacher of each seed, unchanged, scored on the UGC test sets."""
+    return cmvae(s, p)  # the teacher's class; pipeline.experiment copies the trained teacher instead of training
