@@ -2,7 +2,8 @@
 
 Each matrix is a fixed random two-layer map of the latents plus nuisance noise, so a model must learn to
 see through it, as it would with CNN or audio embeddings; no media is rendered, which makes a
-TT-150k-sized world cheap enough for training and evaluation benchmarks.
+TT-150k-sized world cheap enough for training and evaluation benchmarks. With `world.pgc_domain_shift` > 0
+PGC visual features pass through one more map (pgc.FeatureShift): professional footage looks different.
 """
 from __future__ import annotations
 
@@ -12,6 +13,7 @@ import numpy as np
 import pandas as pd
 
 from pipeline.data.latents import SCENES
+from pipeline.data.pgc import FeatureShift
 from pipeline.data.schema import GENRES
 from pipeline.io import atomic_path
 
@@ -50,12 +52,17 @@ class RandomMap:
 
 
 def write_matrix(path: Path, code: np.ndarray, fmap: RandomMap, d_out: int, rng: np.random.Generator,
-                 mask: np.ndarray | None = None, chunk: int = 16384) -> None:
-    """Write float32 rows fmap(code) + noise chunk by chunk (a TT-150k visual matrix is 1.2 GB)."""
+                 mask: np.ndarray | None = None, chunk: int = 16384, shift: FeatureShift | None = None,
+                 shifted: np.ndarray | None = None) -> None:
+    """Write float32 rows fmap(code) + noise chunk by chunk (a TT-150k visual matrix is 1.2 GB); rows where
+    `shifted` is true then pass through `shift` (PGC footage)."""
     with atomic_path(path) as tmp:
         out = np.lib.format.open_memmap(tmp, mode="w+", dtype=np.float32, shape=(len(code), d_out))
         for s in range(0, len(code), chunk):
             block = fmap(code[s : s + chunk]) + NOISE * rng.standard_normal((len(code[s : s + chunk]), d_out))
+            if shift is not None:
+                rows = shifted[s : s + chunk]
+                block[rows] = shift(block[rows])
             if mask is not None:
                 block[mask[s : s + chunk] == 0] = 0.0
             out[s : s + chunk] = block.astype(np.float32)
@@ -64,15 +71,18 @@ def write_matrix(path: Path, code: np.ndarray, fmap: RandomMap, d_out: int, rng:
 
 
 def write_features(out_dir: Path, videos: pd.DataFrame, text_mask: np.ndarray, language: np.ndarray,
-                   music: pd.DataFrame, dims: dict[str, int], seed: int) -> None:
+                   music: pd.DataFrame, dims: dict[str, int], seed: int, pgc_shift: float = 0.0) -> None:
     """Write the canonical precomputed matrices (schema.VIDEO_FEATURES, MUSIC_FEATURES) in id order.
 
     `videos` and `music` must already be sorted by id; `text_mask` is 1 where the video has a caption.
+    `pgc_shift` (world.pgc_domain_shift) moves the visual features of the `kind == "pgc"` rows (captions are
+    not footage: text features keep UGC's map).
     """
     rng = np.random.default_rng([seed, 7])
     vcode = video_code(videos)
+    shift = FeatureShift(pgc_shift, dims["visual"], seed) if pgc_shift > 0 else None  # its own stream
     write_matrix(out_dir / "video_visual.npy", vcode, RandomMap(rng, vcode.shape[1], dims["visual"]),
-                 dims["visual"], rng)
+                 dims["visual"], rng, shift=shift, shifted=(videos["kind"] == "pgc").to_numpy())
     # a caption names the scene and a coarse mood, in one of several languages (a nuisance)
     lang = pd.get_dummies(pd.Categorical(language)).to_numpy(dtype=float)
     mood = np.stack([videos["energy"] > 0.5, videos["valence"] > 0.5], 1).astype(float) * 2 - 1

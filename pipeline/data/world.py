@@ -2,10 +2,12 @@
 confounded choices.
 
 UGC choice follows P(m | v, u) ~ pop(m)^a * pi_u(g_m)^b * exp(c(v, m) / tau): the uploader's genre taste
-pi_u confounds what is observed. PGC pairs are chosen by c(v, m) alone. With `content_coupling` > 0 the
-taste also shapes what a UGC uploader films (`couple_to_taste`): a backdoor path video <- uploader -> music.
-Everything is drawn from one seeded generator in a fixed order, so the same params give the same world; the
-coupling draws from a second, independent one, so a world without it is unchanged to the byte.
+pi_u confounds what is observed. PGC pairs are chosen by c(v, m) alone unless the `pgc_*` knobs (pgc.py)
+give them a channel taste, a popularity weight, a higher temperature or shifted content. With
+`content_coupling` > 0 the taste also shapes what a UGC uploader films (`couple_to_taste`): a backdoor path
+video <- uploader -> music. Everything is drawn from one seeded generator in a fixed order, so the same params
+give the same world; the coupling and the PGC shift draw from independent ones, so a world without them is
+unchanged to the byte.
 """
 from __future__ import annotations
 
@@ -17,6 +19,7 @@ import numpy as np
 import pandas as pd
 from tqdm import tqdm
 
+from pipeline.data import pgc as PGC
 from pipeline.data.latents import GENRE_TEMPO, SCENES
 from pipeline.data.schema import GENRE_COUNTS, GENRES
 from pipeline.errors import ParamsError
@@ -62,7 +65,7 @@ class WorldParams:
     n_videos: int = 2400  # UGC videos
     n_uploaders: int = 120
     n_pgc: int = 600  # professional music-video segments, one music each
-    n_channels: int = 20  # PGC publishers; their taste is drawn but never used by their choices
+    n_channels: int = 20  # PGC publishers; their taste enters their choices only with pgc_taste > 0
     n_corpus_per_genre: int = 12  # genre-labelled clips rendered apart from the pool (genre stage)
     popularity_exponent: float = 1.0  # a
     preference_exponent: float = 2.0  # b
@@ -75,6 +78,12 @@ class WorldParams:
     min_videos_per_music: int = 3  # music used by fewer UGC videos is dropped, as TT-150k was filtered
     caption_missing: float = 0.3
     content_coupling: float = 0.0  # uploader taste -> what UGC videos show (couple_to_taste); 0: independent
+    # the PGC side (pgc.py; issue 20), each 0 = the world from before the knob
+    pgc_taste: float = 0.0  # b_pgc: PGC choices ~ pi_c(g_m)^b_pgc, the channel's own genre taste
+    pgc_popularity_exponent: float = 0.0  # a_pgc: PGC choices ~ pop(m)^a_pgc
+    pgc_domain_shift: float = 0.0  # s in [0, 1]: PGC scene mix, mood, beat and visual feature map move
+    pgc_temperature: float = 0.0  # PGC choice temperature tau * (1 + this): noisier matches
+    genre_label_noise: float = 0.25  # render: false only: share of music whose shipped g(m) is wrong (labeller.py)
     render: bool = True
     workers: int = 0  # 0: every core
     sample_rate: int = 22050
@@ -96,6 +105,9 @@ class WorldParams:
             raise ParamsError(f"world.temperature must be > 0, got {self.temperature}")
         if not (self.content_coupling >= 0 and np.isfinite(self.content_coupling)):
             raise ParamsError(f"world.content_coupling must be a finite number >= 0, got {self.content_coupling}")
+        PGC.validate(self)
+        if not 0 <= self.genre_label_noise <= 1:
+            raise ParamsError(f"world.genre_label_noise must be in [0, 1], got {self.genre_label_noise}")
         if not 0 <= self.caption_missing <= 1:
             raise ParamsError(f"world.caption_missing must be in [0, 1], got {self.caption_missing}")
         if self.n_music < len(GENRES):
@@ -168,11 +180,6 @@ def video_table(noise: dict[str, np.ndarray], prefix: str, mood_mean: np.ndarray
         "video_id": _ids(prefix, len(scenes)), "scene": scenes, "energy": energy, "valence": valence,
         "motion_tempo": motion_tempo.round(3), "render_seed": noise["render_seed"],
     })
-
-
-def draw_videos(rng: np.random.Generator, n: int, prefix: str) -> pd.DataFrame:
-    """Video latents: scene uniform, energy and valence around the scene's profile, visual-beat tempo."""
-    return video_table(draw_video_noise(rng, n), prefix)
 
 
 # How sharply an uploader's taste picks the scenes its genres suit: for a one-genre taste, the suited scene
@@ -248,21 +255,21 @@ def compatibility_matrix(videos: pd.DataFrame, music: pd.DataFrame, w: Compatibi
 
 def choose(
     rng: np.random.Generator, compat: np.ndarray, genre_idx: np.ndarray, base_logit: np.ndarray,
-    taste: np.ndarray | None, p: WorldParams, chunk: int = 4096,
+    taste: np.ndarray | None, temperature: float, taste_exponent: float, chunk: int = 4096,
 ) -> np.ndarray:
     """Index of the chosen music per row of `compat` by Gumbel-max over the choice logits.
 
     logit = c(v, m) / tau + a * log pop(m) [base_logit] + b * log pi_u(g_m) [taste: pi of each row's
-    uploader; None for PGC, which is chosen by compatibility alone].
+    uploader or channel; None: no taste term, as for PGC by default].
     """
     chosen = np.empty(len(compat), dtype=np.int64)
     for s in range(0, len(compat), chunk):
         logits = compat[s : s + chunk].astype(np.float32)
-        logits *= np.float32(1.0 / p.temperature)
+        logits *= np.float32(1.0 / temperature)
         logits += base_logit.astype(np.float32)[None, :]
         if taste is not None:
             pi = np.maximum(taste[s : s + chunk][:, genre_idx], 1e-6)
-            logits += np.float32(p.preference_exponent) * np.log(pi).astype(np.float32)
+            logits += np.float32(taste_exponent) * np.log(pi).astype(np.float32)
         logits += rng.gumbel(size=logits.shape).astype(np.float32)
         chosen[s : s + len(logits)] = np.argmax(logits, axis=1)
     return chosen
@@ -310,7 +317,8 @@ def simulate(p: WorldParams) -> dict:
         base = p.popularity_exponent * np.log(music["pop_weight"].to_numpy()[pool])
         idx = np.flatnonzero(redo)
         rows = compat[idx][:, pool] if len(pool) < p.n_music else compat[idx]
-        chosen[idx] = pool[choose(rng, rows, genre_idx[pool], base, tastes[owner[idx]], p)]
+        chosen[idx] = pool[choose(rng, rows, genre_idx[pool], base, tastes[owner[idx]], p.temperature,
+                                  p.preference_exponent)]
         counts = np.bincount(chosen, minlength=p.n_music)
         drop = keep & (counts < p.min_videos_per_music)
         if not drop.any():
@@ -329,11 +337,13 @@ def simulate(p: WorldParams) -> dict:
     music = music.iloc[pool].reset_index(drop=True)
     chosen = remap[chosen]
 
-    pgc = draw_videos(rng, p.n_pgc, "p")
+    # PGC (pgc.py): the pgc_* knobs change what is computed from these draws, never the draws themselves
+    pgc = video_table(PGC.shift_latents(draw_video_noise(rng, p.n_pgc), p.pgc_domain_shift, p.seed), "p")
     channel_tastes = draw_tastes(rng, p.n_channels, shares, p.preference_concentration)
     channel = rng.integers(0, p.n_channels, p.n_pgc)
     pgc_compat = compatibility_matrix(pgc, music, p.compatibility, desc="PGC compatibility")
-    pgc_chosen = choose(rng, pgc_compat, genre_idx[pool], np.zeros(len(music)), None, p)
+    pgc_chosen = choose(rng, pgc_compat, genre_idx[pool], PGC.base_logit(p, music["pop_weight"].to_numpy()),
+                        PGC.choice_taste(p, channel_tastes, channel), PGC.temperature(p), p.pgc_taste)
 
     corpus = draw_music(rng, p.n_corpus_per_genre * len(GENRES), np.full(len(GENRES), 1 / len(GENRES)), "g")
     return {
@@ -347,8 +357,15 @@ def simulate(p: WorldParams) -> dict:
     }
 
 
+# Knobs added after worlds were committed: at 0 they are left out of truth/world.json, so such a world keeps
+# the bytes (and dvc.lock hash) it had before the knob. genre_label_noise acts on feature-level worlds only.
+LATER_KNOBS = ("content_coupling", "pgc_taste", "pgc_popularity_exponent", "pgc_domain_shift", "pgc_temperature",
+               "genre_label_noise")
+
+
 def params_dict(p: WorldParams) -> dict:
     d = dataclasses.asdict(p)
-    if d["content_coupling"] == 0:  # an uncoupled world keeps the bytes (and dvc.lock hash) it had before the knob
-        del d["content_coupling"]
+    for knob in LATER_KNOBS:
+        if d[knob] == 0 or (knob == "genre_label_noise" and p.render):
+            del d[knob]
     return d

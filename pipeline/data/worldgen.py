@@ -18,6 +18,7 @@ import pandas as pd
 
 from pipeline.data import captions as cap
 from pipeline.data import world as W
+from pipeline.data.labeller import noisy_genres
 from pipeline.data.schema import GENRES, MUSIC_IDS_FILE, VIDEO_IDS_FILE, validate_tables
 from pipeline.io import atomic_dir, atomic_path, write_ids, write_json, write_parquet
 
@@ -65,9 +66,10 @@ def tables(p: W.WorldParams, sim: dict) -> tuple[pd.DataFrame, pd.DataFrame, pd.
     mus = music[["music_id"]].copy()
     mus["path"] = None if not p.render else "media/music/" + music["music_id"] + ".wav"
     mus["popularity"] = mus["music_id"].map(uses).fillna(0).astype("int64")
-    # A feature-level world stands in for a release that ships genre labels (as TT-150k-genre does);
-    # a rendered world leaves genre to the genre stage, which must infer it from the audio.
-    mus["genre"] = None if p.render else music["genre"].to_numpy()
+    # A feature-level world stands in for a release that ships genre labels (as TT-150k-genre does), made by a
+    # labeller that errs (labeller.py); a rendered world leaves genre to the genre stage, which
+    # must infer it from the audio. The true genre stays in truth/ for evaluation.
+    mus["genre"] = None if p.render else noisy_genres(music, p.genre_label_noise, p.seed)
     mus["genre"] = mus["genre"].astype("object")
     return videos, mus, pairs, latents
 
@@ -149,7 +151,7 @@ def _features(p: W.WorldParams, latents: pd.DataFrame, music: pd.DataFrame, sim:
     mus_lat = sim["music"].set_index("music_id").loc[music["music_id"]].reset_index()
     mask = latents["text"].notna().to_numpy().astype(np.uint8)
     dims = {"visual": p.visual_dim, "text": p.text_dim, "audio": p.audio_dim, "smile": p.smile_dim}
-    write_features(f, latents, mask, latents["language"].to_numpy(), mus_lat, dims, p.seed)
+    write_features(f, latents, mask, latents["language"].to_numpy(), mus_lat, dims, p.seed, p.pgc_domain_shift)
     write_ids(latents["video_id"], f / VIDEO_IDS_FILE)
     write_ids(music["music_id"], f / MUSIC_IDS_FILE)
 

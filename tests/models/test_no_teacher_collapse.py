@@ -36,8 +36,9 @@ MARGIN = 0.05  # validation Recall@25 (100 negatives) within this of plain CMVAE
 @pytest.fixture(scope="module")
 def weak(tmp_path_factory):
     root = tmp_path_factory.mktemp("collapse")
+    # true genres (genre_label_noise 0): the world this collapse was measured on, before the noisy labeller
     build_world(WorldParams(render=False, n_videos=20000, n_music=666, n_uploaders=2000, n_pgc=600, n_channels=20,
-                            workers=1), root / "data/world")
+                            workers=1, genre_label_noise=0.0), root / "data/world")
     ingest("world", root / "data/world", root / "data/raw")
     (root / "params.yaml").write_text(yaml.safe_dump({
         "media": {"on_error": "fail"}, "features_video": {}, "features_music": {},
