@@ -43,7 +43,7 @@ exps:
 	PATH="$(CURDIR)/$(BIN):$$PATH" $(BIN)/dvc exp show --no-pager --drop '.*' \
 		--keep 'Experiment|student\.kl_weight|(student|cmvae)\.(weak/truth/ndcg|t_diverse/full/recall)@25'
 
-# The pre-registered science grid (configs/science.yaml, README "Where does deconfounding help?"): every cell
+# The pre-registered science grid (configs/science.yaml, reports/findings.md "Where does deconfounding help?"): every cell
 # queued as a DVC experiment, run one at a time, then reports/science.md and reports/science.png collected.
 science:
 	PATH="$(CURDIR)/$(BIN):$$PATH" $(BIN)/python -m pipeline science queue

@@ -13,8 +13,8 @@ the teacher is an untrained CMVAE of the right shape (its posteriors cost the sa
 first videos and pairs of a built data/raw), recorded under "extraction".
 
 Each run is written to reports/bench.json under its label (with the exact command, CPU model, threads, torch
-version and load average before and after); `--render-readme` rewrites the README's speed table from that
-file (`speed_table`), and tests/test_bench.py checks that the two agree.
+version and load average before and after); `--render` rewrites the speed table of reports/performance.md from
+that file (`speed_table`), and tests/test_bench.py checks that the two agree.
 """
 from __future__ import annotations
 
@@ -31,8 +31,8 @@ from pipeline.errors import DataError
 
 N_VIDEOS, N_MUSIC, N_UPLOADERS, VISUAL, TEXT, MUSIC = 146_351, 3_003, 20_000, 2048, 512, 256
 BENCH_JSON = Path("reports/bench.json")
-README = Path("README.md")
-TABLE_START, TABLE_END = "<!-- bench table: python -m pipeline.bench --render-readme -->", "<!-- end bench table -->"
+PAGE = Path("reports/performance.md")  # the dated measurements page that holds the rendered table
+TABLE_START, TABLE_END = "<!-- bench table: python -m pipeline.bench --render -->", "<!-- end bench table -->"
 # Environment variables that change how torch's CPU threads behave; a run records the ones that were set.
 THREAD_ENV = ("OMP_WAIT_POLICY", "GOMP_SPINCOUNT", "OMP_NUM_THREADS", "MKL_NUM_THREADS")
 
@@ -224,7 +224,7 @@ def _cell(x) -> str:
 
 
 def speed_table(bench: dict) -> str:
-    """The README's speed table: one row per run of reports/bench.json (sorted by label)."""
+    """The speed table of reports/performance.md: one row per run of reports/bench.json (sorted by label)."""
     lines = ["| run | data | epochs | student epoch, median after the first (s) | CPU s per epoch | first epoch (s) "
              "| validation (s) | full ranking (s) | threads | load avg start -> end | command |",
              "|---|---|---|---|---|---|---|---|---|---|---|"]
@@ -250,22 +250,22 @@ def speed_table(bench: dict) -> str:
     return "\n".join(tables)
 
 
-def render_readme(readme: Path, bench: dict) -> None:
-    """Replace the README's table between the bench markers with speed_table(bench)."""
+def render_page(page: Path, bench: dict) -> None:
+    """Replace the table between the bench markers of `page` with speed_table(bench)."""
     from pipeline.io import atomic_path
 
-    text = readme.read_text()
+    text = page.read_text()
     if TABLE_START not in text or TABLE_END not in text:
-        raise DataError(f"{readme}: no bench table markers ({TABLE_START!r} ... {TABLE_END!r})")
+        raise DataError(f"{page}: no bench table markers ({TABLE_START!r} ... {TABLE_END!r})")
     head, rest = text.split(TABLE_START, 1)
     tail = rest.split(TABLE_END, 1)[1]
-    with atomic_path(readme) as tmp:
+    with atomic_path(page) as tmp:
         tmp.write_text(f"{head}{TABLE_START}\n{speed_table(bench)}\n{TABLE_END}{tail}")
 
 
-def readme_table(readme: Path) -> str:
-    """The table currently between the README's bench markers."""
-    return readme.read_text().split(TABLE_START, 1)[1].split(TABLE_END, 1)[0].strip("\n")
+def page_table(page: Path) -> str:
+    """The table currently between the bench markers of `page`."""
+    return page.read_text().split(TABLE_START, 1)[1].split(TABLE_END, 1)[0].strip("\n")
 
 
 def main(argv=None) -> None:
@@ -286,10 +286,10 @@ def main(argv=None) -> None:
     ap.add_argument("--batch-size", type=int, default=1024)
     ap.add_argument("--label", help="the run's name in reports/bench.json (default: data-precision-threads)")
     ap.add_argument("--out", type=Path, default=BENCH_JSON, help="where runs are recorded (default reports/bench.json)")
-    ap.add_argument("--render-readme", action="store_true", help="only rewrite README.md's table from --out")
+    ap.add_argument("--render", action="store_true", help=f"only rewrite {PAGE}'s table from --out")
     args = ap.parse_args(argv)
-    if args.render_readme:
-        render_readme(README, json.loads(args.out.read_text()))
+    if args.render:
+        render_page(PAGE, json.loads(args.out.read_text()))
         return
     if args.extract is not None:
         record_run(args.out, args.label or f"extract-{args.precision}", extraction_record(args, argv), "extraction")

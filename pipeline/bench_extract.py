@@ -77,7 +77,7 @@ def run_extraction(raw: Path, n_videos: int, n_pairs: int, rounds: int, precisio
 
 
 def extraction_table(runs: dict) -> str:
-    """The README's extraction table: one row per run (sorted by label)."""
+    """The extraction table of reports/performance.md: one row per run (sorted by label)."""
     lines = ["| run | data | precision (asked -> run) | extract_video, median (s) | videos/s | rhythm, median (s) "
              "| pairs/s | rounds | load avg start -> end | command |", "|---|---|---|---|---|---|---|---|---|---|"]
     for label, r in sorted(runs.items()):

@@ -7,7 +7,7 @@ import pytest
 import torch
 
 from pipeline.bench import (MUSIC, N_MUSIC, TABLE_END, TABLE_START, TEXT, VISUAL, full_pool_eval_seconds, main,
-                            readme_table, render_readme, speed_table, tt150k_data)
+                            page_table, render_page, speed_table, tt150k_data)
 from pipeline.sampling.dataset import SplitConfig, build_dataset, load_dataset, save_dataset
 from pipeline.models.cmvae import CMVAE, CMVAEConfig
 from pipeline.training.loop import validation_recall
@@ -28,11 +28,11 @@ def test_benchmark_data_is_well_formed_and_evaluable():
     np.testing.assert_array_equal(tt150k_data(n_videos=2_000).music_idx, data.music_idx)  # seeded
 
 
-def test_readme_speed_table_is_the_rendering_of_bench_json():
-    """README.md's table and reports/bench.json cannot drift: `python -m pipeline.bench --render-readme`."""
+def test_performance_page_speed_table_is_the_rendering_of_bench_json():
+    """reports/performance.md's table and reports/bench.json cannot drift: `python -m pipeline.bench --render`."""
     bench = json.loads((ROOT / "reports/bench.json").read_text())
     assert bench["runs"], "reports/bench.json has no runs"
-    assert readme_table(ROOT / "README.md") == speed_table(bench)
+    assert page_table(ROOT / "reports/performance.md") == speed_table(bench)
 
 
 def test_bench_times_a_built_dataset_and_records_the_run(tmp_path):
@@ -66,10 +66,10 @@ def test_bench_times_a_built_dataset_and_records_the_run(tmp_path):
     assert f["validation_seconds_median"] > 0 and f["full_ranking_seconds_median"] > 0
     table = speed_table(bench)
     assert table.count("\n| ") == 1 + 2 and f"`{run['command']}`" in table  # header + one row per run
-    readme = tmp_path / "README.md"
-    readme.write_text(f"intro\n{TABLE_START}\nold\n{TABLE_END}\nafter\n")
-    render_readme(readme, bench)
-    assert readme_table(readme) == table and readme.read_text().endswith(f"{TABLE_END}\nafter\n")
+    page = tmp_path / "performance.md"
+    page.write_text(f"intro\n{TABLE_START}\nold\n{TABLE_END}\nafter\n")
+    render_page(page, bench)
+    assert page_table(page) == table and page.read_text().endswith(f"{TABLE_END}\nafter\n")
 
 
 def _tiny_raw(root: Path) -> Path:

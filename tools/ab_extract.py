@@ -4,7 +4,7 @@
 
 video: EfficientNet-Lite0 features of the first N videos of RAW/media/video (saved to OUT, .npy); rhythm: the
 rhythm table of the first N UGC pairs (OUT, .parquet). Prints {"what", "n", "seconds"}. tools/ab_extract.sh
-alternates an old and a new checkout; the README's extraction table came from it.
+alternates an old and a new checkout; the extraction A/B table of reports/performance.md came from it.
 """
 import json, sys, time
 from pathlib import Path

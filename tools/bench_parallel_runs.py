@@ -1,4 +1,4 @@
-"""Training runs one after another vs side by side, on a built workspace (README "Speed targets").
+"""Training runs one after another vs side by side, on a built workspace (reports/performance.md "Speed targets").
 
     PYTHONPATH=. python tools/bench_parallel_runs.py [WORKSPACE]   (default: .; needs data/features, data/dataset)
 

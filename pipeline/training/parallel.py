@@ -9,7 +9,7 @@ busy (with one copy of the training data per process).
 
 What a run computes does not depend on which process runs it: each seeds itself (pipeline.experiment), and
 its thread count follows from the params, the core count and the number of runs (`plan`); the thread count
-itself can change float rounding (README "Speed targets"). Workers are spawned (not forked: torch's OpenMP pool does
+itself can change float rounding (reports/performance.md). Workers are spawned (not forked: torch's OpenMP pool does
 not survive a fork), get the shared inputs once, and return each run's summary in the order of the tasks.
 """
 from __future__ import annotations
