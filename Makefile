@@ -20,8 +20,8 @@ setup:
 	command -v npm >/dev/null || $(call apt_install,npm) || { echo "npm is needed for the offline plots page: apt-get install npm (as root)" >&2; exit 1; }
 	npm ci --prefix web --ignore-scripts --omit=optional --no-audit --no-fund --loglevel=error
 	$(BIN)/python -m pipeline offline-plots
-# headless Chromium for the test that the page draws a chart (skipped, with the reason, when absent)
-	command -v chromium >/dev/null || $(call apt_install,chromium) || echo "no chromium (installing needs root): the offline plots test will skip"
+# headless Chromium for the tests of the offline pages (dvc plots, reports/index.html): they fail without it
+	command -v chromium >/dev/null || $(call apt_install,chromium) || echo "no chromium (installing needs root): the browser tests will fail; BGM_SKIP_BROWSER=1 skips them"
 
 # The stages run `python -m stages.<name>`: the venv goes first on PATH so that `python` is its interpreter.
 repro:

@@ -65,12 +65,15 @@ def video_embedding(model, features: Features, video_ids: Sequence[str], what: s
 
 @torch.no_grad()
 def top_music(model, features: Features, video_ids: Sequence[str], music_ids: Sequence[str],
-              music_genre: np.ndarray, k: int, uploader_dist: np.ndarray | None = None) -> np.ndarray:
-    """[N, k] indices into `music_ids` of each video's k best-scored music, best first (ties: lower index)."""
+              music_genre: np.ndarray, k: int, uploader_dist: np.ndarray | None = None,
+              with_scores: bool = False) -> np.ndarray | tuple[np.ndarray, np.ndarray]:
+    """[N, k] indices into `music_ids` of each video's k best-scored music, best first (ties: lower index);
+    with_scores: also their [N, k] scores."""
     if not 0 < k <= len(music_ids):
         raise DataError(f"top_music: k={k}, expected 1..{len(music_ids)} (the pool size)")
     with eval_mode(model):
         scores = model.score(video_embedding(model, features, video_ids, "top_music videos", uploader_dist),
                              pool_embedding(model, features, music_ids, music_genre))
-        order = torch.sort(scores, dim=1, descending=True, stable=True).indices[:, :k]
-    return order.cpu().numpy().astype(np.int64)
+        ranked = torch.sort(scores, dim=1, descending=True, stable=True)
+    order = ranked.indices[:, :k].cpu().numpy().astype(np.int64)
+    return (order, ranked.values[:, :k].cpu().numpy().astype(np.float64)) if with_scores else order

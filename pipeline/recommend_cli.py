@@ -22,6 +22,7 @@ from pipeline.errors import ParamsError, PipelineError
 os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")
 
 DATASET_INFO = Path("data/dataset/info.json")
+RAW = Path("data/raw")  # the music files the --html page plays (music.parquet's paths)
 
 
 def video_config(params: dict, params_file: Path):
@@ -55,6 +56,8 @@ def main(argv: Sequence[str] | None = None) -> int:
     ap.add_argument("--text", action="append", default=None, help="a caption, once per video in order")
     ap.add_argument("--params", type=Path, default=Path("params.yaml"), help="params file (default params.yaml)")
     ap.add_argument("--json", action="store_true", help="machine-readable output")
+    ap.add_argument("--html", type=Path, default=None, help="also write an offline page that plays each video "
+                    "beside its music (links relative to the page)")
     args = ap.parse_args(argv)
     logging.basicConfig(level="WARNING", format="%(name)s: %(message)s")
     if args.top < 1:
@@ -68,8 +71,11 @@ def main(argv: Sequence[str] | None = None) -> int:
         if not args.params.exists():
             raise ParamsError(f"{args.params}: no params file; run from the repository root or pass --params")
         params = load_params(args.params)
-        out = recommend(args.videos, args.model or default_model(params), video_config(params, args.params),
-                        args.top, args.text)
+        model = args.model or default_model(params)
+        out = recommend(args.videos, model, video_config(params, args.params), args.top, args.text)
+        if args.html is not None:
+            from pipeline.report.page import recommend_page
+            recommend_page(out, args.html, RAW, str(model))
     except PipelineError as e:
         print(f"error: {e}", file=sys.stderr)
         return 2

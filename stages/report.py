@@ -2,7 +2,8 @@
 evaluate's per-video table (pipeline/report/build.py says which file holds what).
 
 Writes reports/{claim,tables,degradations,case_study}.md, reports/genre_share.{csv,png},
-reports/intervention.csv, reports/sweeps.png and metrics/headline.json (the DVC metric of this pipeline).
+reports/intervention.csv, reports/sweeps.png, reports/index.html (the page that plays the case study's videos
+and music, linked from data/raw) and metrics/headline.json (the DVC metric of this pipeline).
 """
 from pathlib import Path
 

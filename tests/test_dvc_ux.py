@@ -120,6 +120,7 @@ def test_plot_definitions_and_baseline_matrix_name_every_variant():
     defs, dvc_yaml = _plot_defs()
     for name in ("plots/recall", "plots/ndcg", "plots/bias_amplification", "reports/intervention.csv"):
         assert defs[name]["y"] == ["student", *DEFAULT_VARIANTS], name  # what the default params evaluate
+        assert (ROOT / ".dvc/plots" / f"{defs[name]['template']}.json").is_file(), name  # a colour per variant
     assert dvc_yaml["stages"]["baselines"]["matrix"]["variant"] == "${baselines.variants}"
 
 
@@ -170,9 +171,9 @@ def test_dvc_config_names_the_built_template():
 
 
 def _chromium(page: Path, tmp: Path, *args: str) -> subprocess.CompletedProcess:
-    exe = shutil.which("chromium") or shutil.which("chromium-browser")
-    if exe is None:
-        pytest.skip("no chromium: `make setup` installs it with apt-get when run as root")
+    from chromium import executable  # fails without chromium (BGM_SKIP_BROWSER=1: skips)
+
+    exe = executable()
     profile = tempfile.mkdtemp(dir=tmp)
     return subprocess.run([exe, "--headless", "--no-sandbox", "--disable-gpu", "--disable-background-networking",
                            "--disable-component-update", "--disable-sync", "--no-first-run",
@@ -188,6 +189,7 @@ def test_dvc_plots_show_page_draws_a_chart_offline(template, tmp_path):
     subprocess.run(["dvc", "init", "--no-scm", "-q"], cwd=repo, env=_env(), check=True)
     with open(repo / ".dvc/config", "a") as config:  # the repository's plots.html_template, as is
         config.write("\n" + (ROOT / ".dvc/config").read_text())
+    shutil.copytree(ROOT / ".dvc/plots", repo / ".dvc/plots")  # the plot templates dvc.yaml names
     (repo / "web").mkdir()
     (repo / "web/plots_template.html").write_text(template)
     defs, _ = _plot_defs()
@@ -208,14 +210,19 @@ def test_dvc_plots_show_page_draws_a_chart_offline(template, tmp_path):
     canvas = re.search(r'<canvas width="(\d+)" height="(\d+)" class="marks"', embedded.group(1))
     assert canvas and int(canvas.group(1)) > 100 and int(canvas.group(2)) > 100, embedded.group(1)[:500]
 
-    # the lines are painted in the colour DVC's spec gives this revision: look for it in a screenshot
-    colour = re.search(r'"range": \["(#[0-9a-fA-F]{6})"', html).group(1)
-    rgb = tuple(int(colour[i:i + 2], 16) for i in (1, 3, 5))
+    # each variant is painted in its own colour (the template's range, in the order dvc.yaml names them):
+    # look for every one in a screenshot as wide as a laptop's screen
+    template = json.loads((ROOT / ".dvc/plots" / f"{defs['plots/recall']['template']}.json").read_text())
+    colours = template["encoding"]["color"]["scale"]["range"][:len(plotted)]
+    assert len(set(colours)) == len(plotted), "two variants share a colour"
     shot = tmp_path / "shot.png"
-    _chromium(page, tmp_path, "--window-size=1000,800", f"--screenshot={shot}")
+    _chromium(page, tmp_path, "--window-size=1400,900", f"--screenshot={shot}")
     pixels = np.asarray(Image.open(shot).convert("RGB"), dtype=int)
-    painted = int((np.abs(pixels - np.array(rgb)).sum(axis=-1) < 30).sum())
-    assert painted > 200, f"{painted} pixels of the line colour {colour}: no lines drawn"
+    for name, colour in zip(plotted, colours):
+        rgb = np.array([int(colour[i:i + 2], 16) for i in (1, 3, 5)])
+        columns = np.nonzero(np.abs(pixels - rgb).sum(axis=-1) < 12)[1]
+        # its legend symbol spans ~20 px; its line crosses the plot (420 px wide) to the legend
+        assert len(columns) and columns.max() - columns.min() > 200, f"{name}'s colour {colour}: no line drawn"
 
 
 # --- CLI -------------------------------------------------------------------------------------------------------

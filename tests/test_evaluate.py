@@ -199,6 +199,10 @@ def test_top_music_is_the_argsort_of_the_scores_evaluate_ranks_by(world):
     scores = video_z @ music_z.T
     assert top.shape == (len(videos), 7) and top.dtype == np.int64
     np.testing.assert_array_equal(top, np.argsort(-scores, axis=1, kind="stable")[:, :7])
+    model.train()
+    same, score = top_music(model, feats, videos, ds.music_ids, genre, 7, with_scores=True)  # the page's scores
+    np.testing.assert_array_equal(same, top)
+    np.testing.assert_allclose(score, np.take_along_axis(scores, top, axis=1), rtol=1e-5, atol=1e-6)
     # ties keep the lower music index: a model that scores every music the same lists 0, 1, 2, ...
     flat = Features(ds.video_ids, ds.music_ids, torch.ones(len(ds.video_ids), 3), torch.ones(len(ds.music_ids), 3))
     np.testing.assert_array_equal(top_music(Lookup(), flat, videos[:2], ds.music_ids, genre, 4), [[0, 1, 2, 3]] * 2)

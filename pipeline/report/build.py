@@ -123,4 +123,4 @@ def write_report(p: ReportParams, paths: ReportPaths, ks: Sequence[int], kl_weig
     truth_dir = paths.raw / TRUTH_DIR
     truth = load_truth(truth_dir, dataset.video_ids, dataset.music_ids) if truth_dir.exists() else None
     genre_and_cases(paths.out, dataset, truth, variants, seeds, p.claim_k, p.case_videos, p.case_top, paths.features,
-                    paths.labels, paths.models)
+                    paths.labels, paths.models, paths.raw)

@@ -20,7 +20,7 @@ from pipeline.data.features import load_features
 from test_train import SPLIT, synthetic_world, write_features
 
 OUTPUTS = ("claim.md", "tables.md", "degradations.md", "case_study.md", "genre_share.csv", "genre_share.png",
-           "intervention.csv", "sweeps.png")
+           "intervention.csv", "sweeps.png", "index.html")
 
 
 @pytest.fixture(scope="module")
@@ -74,6 +74,9 @@ def test_every_output_written_and_byte_identical_on_a_second_run(stage_dir, tmp_
     assert "**teacher skipped**: the source has no PGC pairs (test)" in degraded
     assert "**t_diverse — full** ⚠" in degraded
     assert "| rank | student | cmvae |" in (tmp_path / "a/case_study.md").read_text()
+    page = (tmp_path / "a/index.html").read_text()  # this source has no media: ids, and the page says why
+    assert "<h4>student</h4>" in page and "<h4>uploader&#x27;s choice</h4>" in page and "<audio" not in page
+    assert "ships no media files" in page and "<th>verdict</th>" in page and "src='genre_share.png'" in page
     shares = pd.read_csv(tmp_path / "a/genre_share.csv")
     assert shares["source"].tolist() == ["uploaders' taste (training)", "student", "cmvae"]
 
