@@ -38,7 +38,7 @@ from pipeline.models.debcm import DebCMConfig
 from pipeline.models.registry import load_model, model_spec
 from pipeline.sampling.dataset import Dataset
 from pipeline.training.checkpoint import cpu_state, data_fingerprint, save_torch
-from pipeline.training.config import TrainConfig
+from pipeline.training.config import CRITERIA, TrainConfig
 from pipeline.training.data import TrainData, build_train_data, build_union_data, uploader_distributions
 from pipeline.training.diagnostics import taste_diagnostics
 from pipeline.training.loop import fit, validation_recall
@@ -79,7 +79,7 @@ class RunsConfig:
         return list(self.schemes)
 
 
-SUMMARY_KEYS = ("best_epoch", "best_score", "epochs_run", "stopped_early", "batch_size")
+SUMMARY_KEYS = ("best_epoch", "best_score", "epochs_run", "stopped_early", "batch_size", "selection")
 
 
 def run_name(scheme: str, seed: int) -> str:
@@ -138,9 +138,9 @@ def _loop(runs: RunsConfig, seed: int) -> TrainConfig:
 
 
 def _fit_one(model, data, loop: TrainConfig, out: Path, work: Path, live: Path | None, teacher=None,
-             extra: str = "") -> dict:
+             extra: str = "", criterion_paths: dict[str, Path] | None = None) -> dict:
     summary = fit(model, data, loop, work, live=live, teacher=teacher, model_path=out,
-                  fingerprint=data_fingerprint(data, extra))
+                  fingerprint=data_fingerprint(data, extra), criterion_paths=criterion_paths)
     shutil.rmtree(work, ignore_errors=True)  # the run finished: its resume checkpoint is stale from now on
     return summary
 
@@ -171,7 +171,7 @@ def teacher_run(shared: dict, seed: int) -> tuple[str, dict]:
     log.info("teacher %s", name)
     s = _fit_one(model, data, loop, teacher_path(shared["out_dir"], seed), shared["work_dir"] / name,
                  None if live_dir is None else live_dir / name)
-    return name, {k: s[k] for k in SUMMARY_KEYS}
+    return name, {k: s[k] for k in SUMMARY_KEYS if k != "selection"}
 
 
 def _unavailable(v: Variant, dataset: Dataset, schemes: Sequence[str], teacher_dir: Path | None) -> str | None:
@@ -299,9 +299,10 @@ def train_run(shared: dict, scheme: str, seed: int) -> tuple[str, dict]:
         _save(model, score, loop, data, path)
         return run, _fitted_summary(score, info)
     teacher, extra = _teacher(v, shared["teacher_dir"], seed)
-    live_dir = shared["live_dir"]
+    live_dir, criteria_dir = shared["live_dir"], shared.get("criteria_dir")  # the sweep keeps each criterion's
+    paths = None if criteria_dir is None else {c: Path(criteria_dir) / c / f"{run}.pt" for c in CRITERIA}
     s = _fit_one(model, data, loop, path, shared["work_dir"] / run, None if live_dir is None else live_dir / run,
-                 teacher=teacher, extra=extra)
+                 teacher=teacher, extra=extra, criterion_paths=paths)
     summary = {k: s[k] for k in SUMMARY_KEYS}
     if getattr(getattr(model, "config", None), "confounder", None) == "interaction":
         summary.update(taste_diagnostics(model.taste_matrix(), data))  # training pairs only

@@ -1,8 +1,8 @@
-"""Stage `sweep`: the student's validation Recall for each `sweep.kl_weights` -> reports/kl_sweep.csv.
+"""Stage `sweep`: the student's validation Recall under each truth-free criterion for each `sweep.kl_weights`
+-> reports/kl_sweep.csv, and each criterion's best model of every run -> models/sweep/ (the report scores them).
 
 Everything but kl_weight comes from the `student` group; runs from `train` (seeds), restricted to
-`sweep.schemes`. Validation sets only (pipeline/sweep.py). `dvc plots show reports/kl_sweep.csv` draws it;
-the report stage draws it in reports/sweeps.png.
+`sweep.schemes`. Validation sets only (pipeline/sweep.py). `dvc plots show reports/kl_sweep.csv` draws it.
 """
 import dataclasses
 import logging
@@ -10,7 +10,7 @@ from pathlib import Path
 
 from pipeline.config import from_group
 from pipeline.experiment import RunsConfig
-from pipeline.io import atomic_path
+from pipeline.io import atomic_dir, atomic_path
 from pipeline.models.debcm import DebCMConfig
 from pipeline.sampling.dataset import load_dataset
 from pipeline.sweep import SweepParams, kl_sweep
@@ -18,7 +18,7 @@ from pipeline.data.features import load_features
 from pipeline.truth import forbid_truth_reads
 from stages.common import group, run, setup, torch_threads
 
-OUT = Path("reports/kl_sweep.csv")
+OUT, MODELS = Path("reports/kl_sweep.csv"), Path("models/sweep")
 log = logging.getLogger("stages.sweep")
 
 
@@ -35,14 +35,14 @@ def main() -> None:
     if len(present) < len(p.schemes):
         log.info("sweep: sweep.schemes %s not in the dataset (it has %s); sweeping %s", sorted(set(p.schemes) -
                  set(present)), dataset.schemes, list(runs.schemes) or "every scheme (train.schemes)")
-    table = kl_sweep(load_features("data/features"), dataset, student, runs, p.kl_weights, Path("models/teacher"))
+    with atomic_dir(MODELS) as models:
+        table = kl_sweep(load_features("data/features"), dataset, student, runs, p.kl_weights, Path("models/teacher"),
+                         models)
     with atomic_path(OUT) as tmp:
         table.to_csv(tmp, index=False, float_format="%.6f")
-    if table.empty:
-        return
-    best = table.loc[table["val_recall"].idxmax()]
-    log.info("sweep: best validation recall %.4f at kl_weight %g (params.yaml has %g)", best["val_recall"],
-             best["kl_weight"], student.kl_weight)
+    for column in (c for c in table.columns if c.endswith("recall") and not table.empty):
+        log.info("sweep: %s picks kl_weight %g (params.yaml has %g)", column,
+                 table.loc[table[column].idxmax(), "kl_weight"], student.kl_weight)
 
 
 if __name__ == "__main__":

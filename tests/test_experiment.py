@@ -281,3 +281,43 @@ def test_the_2x2_cells_cmvae_kl_learns_from_the_teacher_and_teacher_is_the_teach
     assert all(torch.equal(a, b) for a, b in zip(copied.state_dict().values(), original.state_dict().values()))
     assert teacher["weak_s0"]["best_score"] == pytest.approx(validation_recall(original, data, 25))
     assert teacher["weak_s0"]["epochs_run"] == 0 and teacher["weak_s0"]["fit"] == {"teacher": "s0.pt"}
+
+
+def test_every_run_records_every_criterion_and_the_sweep_keeps_each_criterions_best(world, tmp_path):  # noqa: F811
+    """DESIGN 9: early stopping can watch a truth-free criterion other than the papers' validation Recall; the
+    sweep keeps each criterion's best state so the report can price each choice against the truth."""
+    from pipeline.report.guard import teacher_guard
+    from pipeline.training.loop import best_by_criterion, criteria_scores
+
+    features_dir, ds, _ = world
+    feats = load_features(features_dir)
+    data = build_train_data(feats, ds, "weak")
+    assert set(data.val_criteria) == {"ips", "diverse"}
+    assert not build_train_data(feats, ds, "weak", kind="pgc").val_criteria  # PGC videos have no uploader
+    train_teachers(feats, ds, cmvae_part(STUDENT), one_run(), tmp_path / "teacher", tmp_path / "w")
+    loop = dataclasses.replace(tiny_train(epochs=3), select="diverse")
+    summary = train_variant("no_teacher", feats, ds, STUDENT, RunsConfig(seeds=(0,), schemes=("weak",), loop=loop),
+                            tmp_path / "nt", tmp_path / "w")["weak_s0"]
+    assert set(summary["selection"]) == {"val", "ips", "diverse"}
+    assert summary["best_epoch"] == summary["selection"]["diverse"]["best_epoch"]
+    assert summary["best_score"] == pytest.approx(summary["selection"]["diverse"]["best_score"])
+    model = load_model(model_path(tmp_path / "nt", "weak", 0))
+    if summary["best_epoch"] == 2:  # the last epoch's state is the model's: its scores must be those recorded
+        assert criteria_scores(model, data, 25)["diverse"] == pytest.approx(summary["best_score"])
+    assert best_by_criterion([{"epoch": 0, "val/recall@25": 0.3, "val_ips/recall@25": 0.5},
+                              {"epoch": 1, "val/recall@25": 0.4, "val_ips/recall@25": 0.5}], 25) == {
+        "val": {"best_epoch": 1, "best_score": 0.4}, "ips": {"best_epoch": 0, "best_score": 0.5}}
+    table = kl_sweep(feats, ds, STUDENT, one_run(), [0.0, STUDENT.kl_weight], tmp_path / "teacher", tmp_path / "kept")
+    assert {"val_recall", "val_ips_recall", "val_diverse_recall", "val_ips_recall_std"} <= set(table.columns)
+    for weight in ("kl_0", "kl_0.5"):
+        for criterion in ("val", "ips", "diverse"):
+            kept = load_model(tmp_path / "kept" / weight / criterion / "weak_s0.pt")
+            assert isinstance(kept, DebCM)
+    with pytest.raises(ParamsError, match="train.loop.select"):
+        dataclasses.replace(tiny_train(), select="truth").validate()
+    train_variant("cmvae", feats, ds, STUDENT, one_run(), tmp_path / "models" / "baselines" / "cmvae", tmp_path / "w")
+    (tmp_path / "models").joinpath("teacher").symlink_to(tmp_path / "teacher")
+    guard = teacher_guard(ds, feats, tmp_path / "models", "weak", [0], 25)
+    assert 0 <= guard["teacher_val"] <= 1 and 0 <= guard["reference_val"] <= 1 and guard["reference"] == "cmvae"
+    assert 0 <= guard["domain_auc"]["visual"] <= 1
+    assert (guard["warning"] is not None) == (guard["teacher_val"] < guard["reference_val"])

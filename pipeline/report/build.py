@@ -18,10 +18,10 @@ from pipeline.errors import ParamsError
 from pipeline.evaluate import eval_set_names, load_truth
 from pipeline.io import atomic_path, write_json
 from pipeline.report.cases import genre_and_cases
-from pipeline.report.claim import claim_keys, claim_rows, claim_table, headline
+from pipeline.report.claim import claim_keys, claim_rows, claim_table, confirmatory_key, headline, parse_contrast
 from pipeline.report.degrade import degradations
 from pipeline.report.figures import plot_sweeps
-from pipeline.report.pervideo import read_per_video, set_sizes, summarize, uses_pgc, variants_of
+from pipeline.report.pervideo import MetricKey, read_per_video, set_sizes, summarize, uses_pgc, variants_of
 from pipeline.report.summary import claim_json
 from pipeline.report.tables import Degeneracy, SetShape, intervention_table, tables_md
 from pipeline.sampling.dataset import Dataset, load_dataset
@@ -38,8 +38,20 @@ class ReportParams:
     min_videos: int = 30  # a test set with fewer videos is marked degenerate (⚠)
     resamples: int = 9999  # of the randomisation test and the bootstrap
     seed: int = 0  # of their random draws
+    # the pre-registered confirmatory family (DESIGN 9): these contrasts on these metrics at claim_k, Holm over
+    # them alone; every other row is exploratory. A metric is '<set>/<protocol>/<metric>' (set 'primary': the
+    # intervene scheme's own test set)
+    contrasts: tuple[str, ...] = ("student vs cmvae", "student vs cmvae_kl", "cmvae_kl vs cmvae",
+                                  "student vs no_teacher", "no_teacher vs cmvae", "student vs linear_pgc")
+    confirmatory: tuple[str, ...] = ("primary/truth/ndcg", "primary/truth/bias_amplification", "t_diverse/truth/ndcg",
+                                     "t_diverse/full/recall", "t_matching/full/recall")
 
     def validate(self) -> None:
+        self.contrasts, self.confirmatory = tuple(self.contrasts), tuple(self.confirmatory)
+        for text in self.contrasts:
+            parse_contrast(text)
+        for pattern in self.confirmatory:
+            confirmatory_key(MetricKey("x", "x", "x", 1), [pattern], None)
         for key in ("claim_k", "case_videos", "case_top", "min_videos"):
             if getattr(self, key) < 1:
                 raise ParamsError(f"report.{key}: {getattr(self, key)}, expected >= 1")
@@ -96,7 +108,8 @@ def write_report(p: ReportParams, paths: ReportPaths, ks: Sequence[int], kl_weig
     summary, sizes = summarize(per_video, ks, primary), set_sizes(per_video)
     flags = Degeneracy(set_shapes(dataset, sizes), p.min_videos, primary)
     rows = claim_rows(per_video, claim_keys(p.claim_k, list(sizes), primary), variants, resamples=p.resamples,
-                      seed=p.seed)
+                      seed=p.seed, contrasts=[parse_contrast(c) for c in p.contrasts], confirmatory=p.confirmatory,
+                      primary=primary, flag=flags)
     paths.out.mkdir(parents=True, exist_ok=True)
     table = claim_table(rows, flag=flags)
     _text(paths.out / "claim.md", f"# Does each debiasing variant beat CMVAE? (K = {p.claim_k}, paired over the same "
@@ -105,7 +118,8 @@ def write_report(p: ReportParams, paths: ReportPaths, ks: Sequence[int], kl_weig
     # the student learns from the PGC teacher only when kl_weight > 0; the others as registered
     with_pgc = [v for v in variants if (kl_weight if v == "student" else uses_pgc(v))]
     _text(paths.out / "tables.md", tables_md(summary, ks, seeds, with_pgc,
-                                             {(r.challenger, r.key.key): r.verdict for r in rows}, flags))
+                                             {(r.challenger, r.key.key): r.verdict for r in rows
+                                              if r.baseline == "cmvae" and r.family == "confirmatory"}, flags))
     genre = json.loads(paths.genre_metrics.read_text()) if paths.genre_metrics.exists() else None
     _text(paths.out / "degradations.md", degradations(dataset.info, genre, training_summaries(paths.models), variants,
                                                       flags.flagged(ks, summary)))
@@ -124,3 +138,24 @@ def write_report(p: ReportParams, paths: ReportPaths, ks: Sequence[int], kl_weig
     truth = load_truth(truth_dir, dataset.video_ids, dataset.music_ids) if truth_dir.exists() else None
     genre_and_cases(paths.out, dataset, truth, variants, seeds, p.claim_k, p.case_videos, p.case_top, paths.features,
                     paths.labels, paths.models, paths.raw)
+    selection_and_guard(paths, dataset, truth, kl, seeds, primary, p.claim_k, kl_weight)
+
+
+def selection_and_guard(paths: ReportPaths, dataset: Dataset, truth, sweep: pd.DataFrame | None, seeds, primary,
+                        k: int, kl_weight: float | None) -> None:
+    """reports/selection.{md,json}: each truth-free criterion's kl_weight and its regret (truth sources), and
+    the teacher guard (pipeline/report/guard.py), for a reader and for the science grid's collection."""
+    from pipeline.data.features import load_features
+    from pipeline.report.guard import guard_md, teacher_guard
+    from pipeline.report.selection import selection_md, selection_table, truth_of_kept
+
+    features = load_features(paths.features)
+    sweep = sweep if sweep is not None else pd.DataFrame()
+    kept = paths.models / "sweep"
+    scored = truth_of_kept(kept, sweep["kl_weight"], dataset, features, truth, k) \
+        if truth is not None and kept.is_dir() and not sweep.empty else None
+    table = selection_table(sweep, scored)
+    scheme = primary if primary in dataset.schemes else dataset.schemes[0]
+    guard = teacher_guard(dataset, features, paths.models, scheme, seeds, k)
+    _text(paths.out / "selection.md", selection_md(table, k, kl_weight) + "\n" + guard_md(guard, k))
+    write_json({"selection": table.to_dict(orient="records"), "guard": guard}, paths.out / "selection.json")

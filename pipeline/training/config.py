@@ -7,6 +7,11 @@ from dataclasses import dataclass
 from pipeline.errors import ParamsError
 
 PRECISIONS = ("fp32", "bf16")
+# Truth-free model selection (DESIGN 9), each a weighting of the scheme's validation videos (training/data.py):
+# val: lambda_v as the papers (the uploaders' confounded choices); ips: lambda_v / P(u's taste picks g(m)), so
+# taste-driven choices count less; diverse: only videos of the validation uploaders with the most even taste
+# (drawn like T_diverse). Every run records all three; `select` is the one early stopping keeps.
+CRITERIA = ("val", "ips", "diverse")
 
 
 @dataclass
@@ -29,8 +34,11 @@ class TrainConfig:
     # fp32: IEEE float32 throughout. bf16: training steps multiply in bfloat16 (training.loop.step_precision;
     # validation and the teacher's posteriors stay fp32); faster on CPUs with AVX512-BF16 or AMX.
     precision: str = "fp32"
+    select: str = "val"  # the validation criterion early stopping keeps (CRITERIA); PGC runs always use val
 
     def validate(self) -> None:
+        if self.select not in CRITERIA:
+            raise ParamsError(f"train.loop.select={self.select!r}: expected one of {CRITERIA}")
         for name in ("epochs", "batch_size", "min_steps_per_epoch", "min_batch_size", "patience", "eval_every",
                      "val_k"):
             if getattr(self, name) < 1:

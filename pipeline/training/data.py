@@ -38,6 +38,9 @@ class TrainData:
     text: torch.Tensor | None = None
     text_mask: torch.Tensor | None = None
     teacher: dict[str, torch.Tensor] = field(default_factory=dict)  # teacher_{video,music}_{mu,logvar}
+    # truth-free selection criteria other than val (training.config.CRITERIA): name -> weights over the
+    # validation rows summing to 1 (UGC runs only: PGC videos have no uploader)
+    val_criteria: dict[str, np.ndarray] = field(default_factory=dict)
 
     def to(self, device) -> "TrainData":
         moved = {f.name: getattr(self, f.name) for f in dataclasses.fields(self)}
@@ -139,9 +142,35 @@ def build_train_data(features: Features | str, dataset: Dataset, scheme: str, ki
         val_candidates=torch.from_numpy(np.ascontiguousarray(candidates, dtype=np.int64)),
         val_weight=np.asarray(val_weight, dtype=np.float64), prior=np.asarray(prior, dtype=np.float64),
         text=vb.get("text"), text_mask=vb.get("text_mask"))
+    if kind == "ugc":
+        uploader_val = uploader_distributions(dataset, scheme, val_ids)
+        data.val_criteria = selection_weights(data.val_weight, uploader_val,
+                                              dataset.genre_matrix()[candidates[:, 0]])
     log.info("%s/%s: %d training pairs, %d videos, %d music, %d validation rows", kind, scheme,
              len(train_ids), len(ids), len(dataset.music_ids), len(val_ids))
     return data
+
+
+PROPENSITY_CLIP = 0.05  # as baselines.propensity_clip: a weight is at most 20x the plain one
+DIVERSE_SHARE = 0.2  # the validation videos whose uploaders' taste is most even (science grid's T_diverse share)
+
+
+def selection_weights(weight: np.ndarray, uploader: np.ndarray, positive_genre: np.ndarray) -> dict[str, np.ndarray]:
+    """The truth-free validation criteria's weights (training.config.CRITERIA) over validation rows, from
+    lambda_v, each video's uploader genre distribution u [N, G] (training choices) and the chosen music's
+    genre probabilities g(m) [N, G].
+
+    ips: lambda_v / max(u . g(m), clip), the inverse propensity of the uploader's taste picking that genre.
+    diverse: lambda_v on the videos whose uploader's genre entropy is in the top DIVERSE_SHARE, 0 elsewhere.
+    """
+    w = np.asarray(weight, dtype=np.float64)
+    propensity = np.maximum(np.sum(np.asarray(uploader, np.float64) * np.asarray(positive_genre, np.float64), axis=1),
+                            PROPENSITY_CLIP)
+    ips = w / propensity
+    u = np.clip(np.asarray(uploader, dtype=np.float64), 1e-12, None)
+    entropy = -np.sum(u * np.log(u), axis=1)
+    diverse = w * (entropy >= np.quantile(entropy, 1 - DIVERSE_SHARE)) if len(w) else w
+    return {name: v / v.sum() if v.sum() > 0 else w for name, v in (("ips", ips), ("diverse", diverse))}
 
 
 def union_pairs(dataset: Dataset, scheme: str) -> pd.DataFrame:

@@ -69,13 +69,41 @@ def step_precision(model, precision: str, device: torch.device):
 
 
 @torch.no_grad()
-def validation_recall(model, data: TrainData, k: int) -> float:
-    """Weighted Recall@k of the validation set under the sampled-candidate protocol."""
+def validation_ranks(model, data: TrainData) -> np.ndarray:
+    """Rank of each validation positive among its sampled candidates."""
     with eval_mode(model):
         video_z = embed(model.video_embedding, data.video_batch(data.val_video))
         music_z = embed(model.music_embedding, data.music_batch())
-        ranks = sampled_ranks((video_z, music_z), data.val_candidates.cpu().numpy())
-    return recall_at_k(ranks, k, data.val_weight)
+        return sampled_ranks((video_z, music_z), data.val_candidates.cpu().numpy())
+
+
+def validation_recall(model, data: TrainData, k: int) -> float:
+    """Weighted Recall@k of the validation set under the sampled-candidate protocol."""
+    return recall_at_k(validation_ranks(model, data), k, data.val_weight)
+
+
+def criteria_scores(model, data: TrainData, k: int) -> dict[str, float]:
+    """Recall@k under every truth-free criterion the data has (training.config.CRITERIA): one ranking, several
+    weightings of the same validation videos."""
+    ranks = validation_ranks(model, data)
+    return {"val": recall_at_k(ranks, k, data.val_weight),
+            **{name: recall_at_k(ranks, k, w) for name, w in sorted(data.val_criteria.items())}}
+
+
+def criterion_key(name: str, k: int) -> str:
+    """The history/dvclive key of a criterion's score: val/recall@k, val_ips/recall@k, ..."""
+    return f"val/recall@{k}" if name == "val" else f"val_{name}/recall@{k}"
+
+
+def best_by_criterion(history: list[dict], k: int) -> dict[str, dict]:
+    """{criterion: {best_epoch, best_score}} over a run's evaluated epochs (the first epoch of a tie)."""
+    out = {}
+    for name in ("val", *sorted({key.split("/")[0][4:] for r in history for key in r if key.startswith("val_")})):
+        scored = [(r[criterion_key(name, k)], -r["epoch"]) for r in history if criterion_key(name, k) in r]
+        if scored:
+            score, neg_epoch = max(scored)
+            out[name] = {"best_epoch": -neg_epoch, "best_score": score}
+    return out
 
 
 def prepare(model, data: TrainData, cfg: TrainConfig, device: torch.device, teacher=None) -> TrainData:
@@ -133,6 +161,14 @@ def train_epoch(model, data: TrainData, optimizer, batch_size: int, seed: int, e
     return record
 
 
+def _keep_per_criterion(model, state: dict, scores: dict[str, float], wanted) -> None:
+    """The best state of each criterion in `wanted` (the sweep's selection table compares them)."""
+    kept = state.setdefault("criteria_best", {})
+    for name in wanted:
+        if name in scores and scores[name] > kept.get(name, (-1.0, None))[0]:
+            kept[name] = (scores[name], state["epoch"], cpu_state(model))
+
+
 def _select(model, state: dict, score: float, patience: int) -> None:
     """Keep the best validation state; count evaluations without improvement towards early stopping."""
     if score > state["best_score"]:
@@ -174,12 +210,15 @@ def _open_live(live, resume: bool):
 
 def fit(model, data: TrainData, cfg: TrainConfig, out_dir: str | Path, live=None, teacher=None, *,
         model_path: str | Path | None = None, on_epoch_end: Callable[[int, dict], None] | None = None,
-        fingerprint: str | None = None) -> dict:
+        fingerprint: str | None = None, criterion_paths: dict[str, Path] | None = None) -> dict:
     """Train `model` on `data`, keep the best validation state, write it to `model_path` (default
     out_dir/best.pt). Resumes from out_dir/last.pt when it was written under the same config and
     `fingerprint` (checkpoint.data_fingerprint of data and teacher). `live`: None, a dvclive directory or a
-    Live. `on_epoch_end(epoch, record)` runs after each checkpoint. Returns best_epoch, best_score
-    (validation Recall@val_k), epochs_run, stopped_early, batch_size, history."""
+    Live. `on_epoch_end(epoch, record)` runs after each checkpoint. Early stopping watches cfg.select's
+    criterion (val when the data has no other: PGC runs); every criterion is logged, and `criterion_paths`
+    {criterion: path} also writes the best state of each of those criteria (the sweep's selection table).
+    Returns best_epoch, best_score (Recall@val_k under the selected criterion), epochs_run, stopped_early,
+    batch_size, selection ({criterion: best_epoch, best_score}), history."""
     cfg.validate()
     out_dir = Path(out_dir)
     model_path = Path(model_path) if model_path is not None else out_dir / "best.pt"
@@ -190,6 +229,9 @@ def fit(model, data: TrainData, cfg: TrainConfig, out_dir: str | Path, live=None
     if n == 0:
         raise DataError("fit: no training pairs")
     batch_size = cfg.effective_batch_size(n)
+    select = cfg.select if cfg.select == "val" or cfg.select in data.val_criteria else "val"
+    if select != cfg.select:
+        log.info("train.loop.select=%s needs uploaders; this run (PGC) selects on val", cfg.select)
     optimizer = torch.optim.Adam(model.parameters(), lr=cfg.lr, weight_decay=cfg.weight_decay)
     config = {**dataclasses.asdict(cfg), "data": fingerprint}
     state = try_resume(out_dir / "last.pt", config, model, optimizer, device) or new_state()
@@ -204,8 +246,11 @@ def fit(model, data: TrainData, cfg: TrainConfig, out_dir: str | Path, live=None
                 record = train_epoch(model, data, optimizer, batch_size, cfg.seed, epoch, cfg.precision)
                 state["epoch"] = epoch
                 if (epoch + 1) % cfg.eval_every == 0 or epoch + 1 == cfg.epochs:
-                    record[f"val/recall@{cfg.val_k}"] = score = validation_recall(model, data, cfg.val_k)
-                    _select(model, state, score, cfg.patience)
+                    scores = criteria_scores(model, data, cfg.val_k)
+                    record.update({criterion_key(c, cfg.val_k): v for c, v in scores.items()})
+                    if criterion_paths:
+                        _keep_per_criterion(model, state, scores, criterion_paths)
+                    _select(model, state, scores[select], cfg.patience)
                 state["epoch"] = epoch + 1
                 state["history"].append({"epoch": epoch, **record})
                 bar.set_postfix(loss=f"{record['train/total']:.4f}", best=f"{state['best_score']:.4f}")
@@ -227,7 +272,13 @@ def fit(model, data: TrainData, cfg: TrainConfig, out_dir: str | Path, live=None
     model.load_state_dict(state["best_state"])
     save_torch({"model": model_spec(model), "state_dict": state["best_state"], "best_epoch": state["best_epoch"],
                 f"val_recall@{cfg.val_k}": state["best_score"], "config": config}, model_path)
-    log.info("best validation recall@%d %.4f at epoch %d (batch %d, %d steps per epoch) -> %s", cfg.val_k,
-             state["best_score"], state["best_epoch"], batch_size, -(-n // batch_size), model_path)
+    for name, path in (criterion_paths or {}).items():
+        if name in state.get("criteria_best", {}):
+            score, epoch, best = state["criteria_best"][name]
+            save_torch({"model": model_spec(model), "state_dict": best, "best_epoch": epoch,
+                        f"{criterion_key(name, cfg.val_k)}": score, "config": config}, path)
+    log.info("best validation recall@%d %.4f (%s) at epoch %d (batch %d, %d steps per epoch) -> %s", cfg.val_k,
+             state["best_score"], select, state["best_epoch"], batch_size, -(-n // batch_size), model_path)
     return {"best_epoch": state["best_epoch"], "best_score": state["best_score"], "epochs_run": state["epoch"],
-            "stopped_early": state["stopped"], "batch_size": batch_size, "history": state["history"]}
+            "stopped_early": state["stopped"], "batch_size": batch_size,
+            "selection": best_by_criterion(state["history"], cfg.val_k), "history": state["history"]}
