@@ -170,3 +170,29 @@ class Tab:
 
     def nonlocal_requests(self) -> list[str]:
         return [u for u in self.requests if not u.startswith(LOCAL)]
+
+
+MEDIA = """Array.from(document.querySelectorAll('video,audio')).map(e => ({src: e.getAttribute('src'),
+  ready: e.readyState, duration: isFinite(e.duration) ? e.duration : -1, error: e.error ? e.error.code : 0,
+  width: e.tagName == 'VIDEO' ? e.videoWidth : null}))"""
+PLAY_VIDEOS = ("Promise.all(Array.from(document.querySelectorAll('video')).map(v => {v.muted = true; "
+               "return v.play().catch(e => null);}))")  # muted: a video may play without a gesture
+DECODED = ("(() => { const f = Array.from(document.querySelectorAll('video')).map(v => "
+           "v.getVideoPlaybackQuality().totalVideoFrames); return f.every(n => n > 0) && f; })()")
+
+
+def visit_offline(page: Path, profile: Path, screenshot: Path, timeout: float = 60.0) -> dict:
+    """Open `page` with the network off, wait until every <video>/<audio> has its metadata (or failed), play
+    the videos muted for a moment, and screenshot it. What the page did: players (MEDIA's fields per
+    element), images ([src, natural width]), decoded (frames per video, or false), errors, requests elsewhere."""
+    with Tab(profile) as tab:
+        tab.goto(page.resolve().as_uri())
+        tab.wait_for(f"({MEDIA}).every(m => m.ready >= 1 || m.error)", timeout)
+        players = tab.eval(MEDIA)
+        images = tab.eval("Array.from(document.images).map(i => [i.getAttribute('src'), i.naturalWidth])")
+        tab.eval(PLAY_VIDEOS)
+        decoded = tab.wait_for(DECODED, 10.0)
+        tab.pump(0.5)
+        tab.screenshot(screenshot)
+        return {"players": players, "images": images, "decoded": decoded, "errors": tab.errors,
+                "requests": tab.nonlocal_requests()}

@@ -58,7 +58,8 @@ class Case:
 
 @dataclass(frozen=True)
 class RawMedia:
-    """Where each id's media file lies (None: the source has no file for it), from a raw directory's tables."""
+    """Where each id's media file lies (None: the source has none), from a raw directory's tables; a lookup
+    gives None too when the file is missing (checked per lookup: a release's tables hold 150k rows)."""
 
     videos: Mapping[str, Path | None]
     music: Mapping[str, Path | None]
@@ -73,16 +74,25 @@ class RawMedia:
                 log.info("page: no %s, so no %s media", table, name)
                 return {}
             rows = pd.read_parquet(table, columns=[key, "path"])
-            return {str(i): raw_dir / p if isinstance(p, str) and p and (raw_dir / p).is_file() else None
-                    for i, p in zip(rows[key], rows["path"])}
+            return {str(i): raw_dir / p if isinstance(p, str) and p else None for i, p in zip(rows[key], rows["path"])}
 
         return cls(paths("videos", "video_id"), paths("music", "music_id"))
 
     def video(self, video_id: str) -> Path | None:
-        return self.videos.get(video_id)
+        return _existing(self.videos.get(video_id))
 
     def song(self, music_id: str) -> Path | None:
-        return self.music.get(music_id)
+        return _existing(self.music.get(music_id))
+
+    def any(self) -> bool:
+        return any(p is not None for p in self.videos.values()) or any(p is not None for p in self.music.values())
+
+
+def _existing(path: Path | None) -> Path | None:
+    if path is not None and not path.is_file():
+        log.warning("page: %s is missing; its id is listed without a player", path)
+        return None
+    return path
 
 
 def playable(path: Path) -> str | None:
@@ -149,12 +159,12 @@ def _track_html(track: Track, audio: Path | None, base: Path) -> str:
     return f"<li>{meta}<audio controls preload='metadata' src='{_href(audio, base)}'></audio></li>"
 
 
-def cases_html(cases: Sequence[Case], music: Mapping[str, Path | None], base: Path) -> str:
+def cases_html(cases: Sequence[Case], media: RawMedia, base: Path) -> str:
     parts = []
     for case in cases:
         lists = []
         for name, tracks in case.lists.items():
-            items = "".join(_track_html(t, music.get(t.music_id), base) for t in tracks)
+            items = "".join(_track_html(t, media.song(t.music_id), base) for t in tracks)
             lists.append(f"<div class='list'><h4>{html.escape(name)}</h4><ol>{items}</ol></div>")
         if case.video is None:
             player = "<div class='note'>no video file</div>"
@@ -169,7 +179,7 @@ def cases_html(cases: Sequence[Case], music: Mapping[str, Path | None], base: Pa
     return "\n".join(parts)
 
 
-def render_page(title: str, intro: str, base: Path, cases: Sequence[Case], music: Mapping[str, Path | None],
+def render_page(title: str, intro: str, base: Path, cases: Sequence[Case], media: RawMedia,
                 claim: Mapping | None = None, figures: Sequence[tuple[str, Path]] = (), note: str | None = None) -> str:
     """The page's HTML; `base` is the folder it will lie in (links are relative to it). Same input, same bytes."""
     sections = [f"<h1>{html.escape(title)}</h1>\n<p>{html.escape(intro)}</p>"]
@@ -180,16 +190,15 @@ def render_page(title: str, intro: str, base: Path, cases: Sequence[Case], music
             f"<figure><img src='{_href(p, base)}' alt='{html.escape(c)}'><figcaption>{html.escape(c)}</figcaption>"
             "</figure>" for c, p in figures))
     sections.append("<h2>Look and listen</h2>" + (f"\n<p class='note'>{html.escape(note)}</p>" if note else "")
-                    + "\n" + cases_html(cases, music, base))
+                    + "\n" + cases_html(cases, media, base))
     return ("<!DOCTYPE html>\n<html lang='en'>\n<head>\n<meta charset='utf-8'>\n"
             f"<title>{html.escape(title)}</title>\n<style>\n{STYLE}\n</style>\n</head>\n<body>\n"
             + "\n".join(sections) + "\n</body>\n</html>\n")
 
 
-def write_page(path: Path, title: str, intro: str, cases: Sequence[Case], music: Mapping[str, Path | None],
-               **kwargs) -> None:
+def write_page(path: Path, title: str, intro: str, cases: Sequence[Case], media: RawMedia, **kwargs) -> None:
     """render_page, written atomically to `path` (links relative to its folder)."""
-    text = render_page(title, intro, path.parent, cases, music, **kwargs)
+    text = render_page(title, intro, path.parent, cases, media, **kwargs)
     with atomic_path(path) as tmp:
         tmp.write_text(text, encoding="utf-8")
     log.info("wrote %s (%d kB)", path, len(text.encode("utf-8")) // 1024)
@@ -204,9 +213,8 @@ def report_page(out: Path, media: RawMedia, cases: Sequence[Case], heading: str)
                                          ("sweeps.png", "teacher weight and intervention sweeps"))
                if (out / n).exists()]
     figures += [(f"{p.stem}: the science grid", p) for p in sorted(out.glob("science*.png"))]
-    has_media = any(v is not None for v in media.videos.values()) or any(v is not None for v in media.music.values())
-    write_page(out / "index.html", "bgm-pipeline: look and listen", heading, cases, media.music, claim=claim,
-               figures=figures, note=None if has_media or not cases else NO_MEDIA)
+    write_page(out / "index.html", "bgm-pipeline: look and listen", heading, cases, media, claim=claim,
+               figures=figures, note=None if media.any() or not cases else NO_MEDIA)
 
 
 def recommend_page(results: Sequence[Mapping], path: Path, raw: Path, model: str) -> None:
@@ -214,7 +222,6 @@ def recommend_page(results: Sequence[Mapping], path: Path, raw: Path, model: str
     media = RawMedia.read(raw)
     cases = [Case(Path(r["video"]).name, str(r["video"]), Path(r["video"]),
                   {model: [Track(m["music_id"], m["genre"], m["score"]) for m in r["music"]]}) for r in results]
-    has_media = any(media.song(m["music_id"]) is not None for r in results for m in r["music"])
-    write_page(path, "bgm-pipeline: music for your videos", f"Top {max(len(r['music']) for r in results)} music "
-               f"of the dataset's pool per video, ranked by {model}.", cases, media.music,
-               note=None if has_media else NO_MEDIA)
+    write_page(path, "bgm-pipeline: music for your videos", f"Top {max((len(r['music']) for r in results), default=0)}"
+               f" music of the dataset's pool per video, ranked by {model}.", cases, media,
+               note=None if any(p is not None for p in media.music.values()) else NO_MEDIA)

@@ -3,6 +3,7 @@ inlined, the claim table whatever its columns, ids and a reason without media, `
 headless Chromium with the network off: every video and song loads, no console error, a screenshot."""
 from __future__ import annotations
 
+import json
 import re
 from fractions import Fraction
 from pathlib import Path
@@ -14,7 +15,7 @@ import pytest
 import soundfile as sf
 from PIL import Image
 
-from chromium import Tab
+from chromium import visit_offline
 from pipeline.report.page import NO_MEDIA, Case, RawMedia, Track, claim_html, playable, recommend_page, \
     render_page, report_page
 
@@ -49,7 +50,7 @@ def _song(path: Path, hz: float, seconds: float = 1.0) -> None:
 
 @pytest.fixture(scope="module")
 def source(tmp_path_factory) -> Path:
-    """<root>/data/raw in the canonical layout (two MP4 videos, three WAV songs, one song without a file) and
+    """<root>/data/raw in the canonical layout (two MP4 videos, three WAV songs, two songs without one) and
     <root>/reports with a figure, as the workspace holds them."""
     root = tmp_path_factory.mktemp("look")
     raw = root / "data/raw"
@@ -59,8 +60,9 @@ def source(tmp_path_factory) -> Path:
         _song(raw / f"media/music/{mid}.wav", 220.0 * (i + 1))
     pd.DataFrame({"video_id": ["v1", "v2"], "path": ["media/video/v1.mp4", "media/video/v2.mp4"]}).to_parquet(
         raw / "videos.parquet")
-    pd.DataFrame({"music_id": ["m1", "m2", "m 3", "m4"],
-                  "path": ["media/music/m1.wav", "media/music/m2.wav", "media/music/m 3.wav", None]}).to_parquet(
+    pd.DataFrame({"music_id": ["m1", "m2", "m 3", "m4", "m5"],  # m4: no file in the source; m5's is missing
+                  "path": ["media/music/m1.wav", "media/music/m2.wav", "media/music/m 3.wav", None,
+                           "media/music/m5.wav"]}).to_parquet(
         raw / "music.parquet")
     (root / "reports").mkdir()
     Image.new("RGB", (120, 60), (30, 120, 200)).save(root / "reports/genre_share.png")
@@ -69,7 +71,7 @@ def source(tmp_path_factory) -> Path:
 
 def _cases(media: RawMedia) -> list[Case]:
     lists = {"student": [Track("m1", "pop", 0.91), Track("m 3", "rock", 0.52)],
-             "cmvae": [Track("m2", "jazz", 0.77), Track("m4", "folk", 0.12)],
+             "cmvae": [Track("m2", "jazz", 0.77), Track("m4", "folk", 0.12), Track("m5", "pop", 0.05)],
              "true top-2 (simulated world)": [Track("m2", "jazz", 0.64), Track("m1", "pop", 0.60)]}
     return [Case(v, f"uploader u{v}", media.video(v), lists) for v in ("v1", "v2")]
 
@@ -81,7 +83,7 @@ def _links(html: str) -> list[str]:
 def test_report_page_links_every_file_relatively_and_inlines_nothing(source):
     media = RawMedia.read(source / "data/raw")
     out = source / "reports"
-    (out / "claim.json").write_text(__import__("json").dumps(CLAIM))
+    (out / "claim.json").write_text(json.dumps(CLAIM))
     report_page(out, media, _cases(media), "two videos")
     html = (out / "index.html").read_text()
     links = _links(html)
@@ -89,10 +91,10 @@ def test_report_page_links_every_file_relatively_and_inlines_nothing(source):
                                   "../data/raw/media/music/m2.wav", "../data/raw/media/video/v1.mp4",
                                   "../data/raw/media/video/v2.mp4", "genre_share.png"]
     assert html.count("<video ") == 2 and html.count("<audio ") == 2 * 5  # m4 has no file: listed, not played
-    assert "m4 · folk · 0.120" in html and NO_MEDIA not in html
+    assert "m4 · folk · 0.120</span></li>" in html and "m5 · pop · 0.050</span></li>" in html and NO_MEDIA not in html
     assert "base64" not in html and "<script" not in html and len(html) < 20_000
-    assert render_page("t", "i", out, _cases(media), media.music, claim=CLAIM) == \
-        render_page("t", "i", out, _cases(media), media.music, claim=CLAIM)
+    assert render_page("t", "i", out, _cases(media), media, claim=CLAIM) == \
+        render_page("t", "i", out, _cases(media), media, claim=CLAIM)
 
 
 def test_claim_table_shows_whatever_columns_and_verdicts_the_rows_carry():
@@ -143,29 +145,17 @@ def test_recommend_html_writes_the_page_beside_the_users_videos(source, tmp_path
     assert NO_MEDIA in (tmp_path / "bare.html").read_text()
 
 
-READY = """Array.from(document.querySelectorAll('video,audio')).map(e => ({src: e.getAttribute('src'),
-  ready: e.readyState, duration: isFinite(e.duration) ? e.duration : -1, error: e.error ? e.error.code : 0,
-  width: e.tagName == 'VIDEO' ? e.videoWidth : null}))"""
-
-
 def test_page_plays_every_video_and_song_offline_in_chromium(source, tmp_path):
     media = RawMedia.read(source / "data/raw")
     out = source / "reports"
-    (out / "claim.json").write_text(__import__("json").dumps(CLAIM))
+    (out / "claim.json").write_text(json.dumps(CLAIM))
     report_page(out, media, _cases(media), "two videos")
-    with Tab(tmp_path / "profile") as tab:
-        tab.goto((out / "index.html").as_uri())
-        tab.wait_for(f"({READY}).every(m => m.ready >= 1 || m.error)")
-        players = tab.eval(READY)
-        images = tab.eval("Array.from(document.images).map(i => [i.getAttribute('src'), i.naturalWidth])")
-        tab.pump(0.5)
-        tab.screenshot(tmp_path / "page.png")
-        assert not tab.nonlocal_requests(), tab.nonlocal_requests()
-        assert tab.errors == []
-    assert len(players) == 2 + 10
-    for m in players:
+    seen = visit_offline(out / "index.html", tmp_path / "profile", tmp_path / "page.png")
+    assert seen["requests"] == [] and seen["errors"] == []
+    assert len(seen["players"]) == 2 + 10
+    for m in seen["players"]:
         assert m["ready"] >= 1 and m["duration"] > 0 and m["error"] == 0, m
         assert m["width"] in (None, 64), m
-    assert images == [["genre_share.png", 120]]
+    assert seen["images"] == [["genre_share.png", 120]] and seen["decoded"] and len(seen["decoded"]) == 2
     shot = Image.open(tmp_path / "page.png")
     assert shot.width == 1400 and shot.height > 400
