@@ -1,5 +1,5 @@
 """The student's teacher-transfer weight, swept on validation: one row per `student.kl_weight`, one column
-per truth-free selection criterion (training.config.CRITERIA, DESIGN 9).
+per truth-free selection criterion (training.config.CRITERIA, docs/architecture.md section 10).
 
 `kl_sweep` trains the student on every scheme x seed for each weight (the teachers are reused) and keeps
 each run's best validation Recall@val_k under every criterion, and with `models_dir` the best state of each

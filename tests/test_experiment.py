@@ -256,7 +256,8 @@ def test_distilled_variant_loads_the_teacher_and_skips_without_one(world, tmp_pa
 
 
 def test_the_2x2_cells_cmvae_kl_learns_from_the_teacher_and_teacher_is_the_teacher(world, tmp_path):  # noqa: F811
-    """DESIGN 9: cmvae_kl is CMVAE + the KL to the teacher with no adjustment; `teacher` is the PGC teacher
+    """docs/architecture.md section 10: cmvae_kl is CMVAE + the KL to the teacher with no adjustment; `teacher` is
+    the PGC teacher
     itself, scored on UGC (its UGC validation Recall is the report's truth-free guard)."""
     from pipeline.training.loop import validation_recall
 
@@ -284,7 +285,8 @@ def test_the_2x2_cells_cmvae_kl_learns_from_the_teacher_and_teacher_is_the_teach
 
 
 def test_every_run_records_every_criterion_and_the_sweep_keeps_each_criterions_best(world, tmp_path):  # noqa: F811
-    """DESIGN 9: early stopping can watch a truth-free criterion other than the papers' validation Recall; the
+    """docs/architecture.md section 10: early stopping can watch a truth-free criterion other than the papers'
+    validation Recall; the
     sweep keeps each criterion's best state so the report can price each choice against the truth."""
     from pipeline.report.guard import teacher_guard
     from pipeline.training.loop import best_by_criterion, criteria_scores

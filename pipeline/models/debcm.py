@@ -33,7 +33,8 @@ class DebCMConfig(CMVAEConfig):
     """CMVAE settings plus the confounder and transfer switches (params group `student`)."""
 
     # concat: the paper's z'_m = Linear([z_m ; z_u]); interaction: u^T W g(m); none: no adjustment at all, so
-    # with kl_weight > 0 a CMVAE guided by the teacher (DESIGN 9: the teacher without the adjustment)
+    # with kl_weight > 0 a CMVAE guided by the teacher (docs/architecture.md section 10: the teacher without the
+    # adjustment)
     confounder: str = "concat"
     confounder_mode: str = "batch"  # concat z_u from the batch's uploaders (DebCM) or the training mean (DecRS)
     confounder_projection: str = "residual"  # concat: z'_m = z_m + W_u z_u + b (residual) or W [z_m ; z_u] + b

@@ -38,7 +38,8 @@ class ReportParams:
     min_videos: int = 30  # a test set with fewer videos is marked degenerate (⚠)
     resamples: int = 9999  # of the randomisation test and the bootstrap
     seed: int = 0  # of their random draws
-    # the pre-registered confirmatory family (DESIGN 9): these contrasts on these metrics at claim_k, Holm over
+    # the pre-registered confirmatory family (docs/architecture.md section 10): these contrasts on these metrics at
+    # claim_k, Holm over
     # them alone; every other row is exploratory. A metric is '<set>/<protocol>/<metric>' (set 'primary': the
     # intervene scheme's own test set)
     contrasts: tuple[str, ...] = ("student vs cmvae", "student vs cmvae_kl", "cmvae_kl vs cmvae",

@@ -39,7 +39,8 @@ def challengers(variants: Sequence[str], baseline: str = BASELINE) -> list[str]:
     return [v for v in order_variants(variants) if v != baseline and not is_reference(v)]
 
 
-# What each pre-registered contrast tests (DESIGN 9: a claim about what debiases names the contrast that tests it).
+# What each pre-registered contrast tests (docs/architecture.md section 10: a claim about what debiases names the
+# contrast that tests it).
 CONTRAST_MEANING = {
     ("student", "cmvae"): "the whole method (adjustment and teacher) against plain CMVAE",
     ("student", "cmvae_kl"): "the backdoor adjustment, given the teacher",
@@ -116,7 +117,8 @@ def claim_rows(per_video: pd.DataFrame, keys: Sequence[MetricKey], variants: Seq
                ) -> list[ClaimRow]:
     """Each planned contrast on each key the two variants share (seed-aware paired tests, stats.compare).
 
-    The family (DESIGN 9): the pre-registered `contrasts` on the `confirmatory` metrics, on sets that are not
+    The family (docs/architecture.md section 10): the pre-registered `contrasts` on the `confirmatory` metrics,
+    on sets that are not
     degenerate (`flag`); Holm runs over it alone. Other rows are exploratory (uncorrected p, labelled) or
     degenerate ("n/a", out of every family). contrasts=None: every challenger against `baseline`, all
     confirmatory (the table as it was before contrasts were named)."""

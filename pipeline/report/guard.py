@@ -1,4 +1,5 @@
-"""A guard a practitioner can read without truth (DESIGN 9): is the PGC teacher any good on UGC, and how far
+"""A guard a practitioner can read without truth (docs/architecture.md section 10): is the PGC teacher any good
+on UGC, and how far
 do PGC inputs sit from UGC inputs?
 
 A biased or style-shifted professional set drags the student below plain CMVAE while nothing else in the
@@ -79,7 +80,7 @@ def teacher_guard(dataset: Dataset, features: Features, models: Path, scheme: st
 def guard_md(guard: dict, k: int) -> str:
     if not guard:
         return "## Teacher guard\n\nNo PGC teacher on this source: nothing to check.\n"
-    lines = ["## Teacher guard (truth-free, DESIGN 9)\n",
+    lines = ["## Teacher guard (truth-free, docs/architecture.md section 10)\n",
              guard["warning"] or "The PGC teacher is at least as good as the UGC-only model on UGC validation.",
              "", f"| reading | value |", "|---|---|",
              f"| teacher's Recall@{k} on {guard['scheme']} UGC validation (mean over seeds) | {guard['teacher_val']:.4f} |"]

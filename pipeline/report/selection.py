@@ -1,4 +1,5 @@
-"""Truth-free selection, judged against the truth (DESIGN 9): which `student.kl_weight` (and early-stopping
+"""Truth-free selection, judged against the truth (docs/architecture.md section 10): which `student.kl_weight`
+(and early-stopping
 epoch) each criterion would pick from the sweep, and what that choice costs in truth NDCG@K.
 
 The sweep (pipeline/sweep.py) trained the student at each weight and kept, per run, the best state under each
@@ -63,7 +64,7 @@ def selection_table(sweep: pd.DataFrame, scored: pd.DataFrame | None) -> pd.Data
 
 
 def selection_md(table: pd.DataFrame, k: int, kl_weight: float | None) -> str:
-    head = ["# Choosing `student.kl_weight` without truth (DESIGN 9)\n",
+    head = ["# Choosing `student.kl_weight` without truth (docs/architecture.md section 10)\n",
             "Each truth-free criterion picks the weight with its best mean validation Recall@val_k in "
             "reports/kl_sweep.csv, with early stopping by the same criterion (val: the papers' validation "
             "Recall on the uploaders' own choices; ips: each validation video weighted by the inverse propensity "

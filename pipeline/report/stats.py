@@ -1,4 +1,4 @@
-"""Paired verdicts whose error includes training variance (DESIGN section 9; docs/architecture.md section 10).
+"""Paired verdicts whose error includes training variance (docs/architecture.md section 10).
 
 Two variants are compared on the same test videos and seeds. The effect is the difference of their weighted
 means over videos of each video's seed-mean value (for bias amplification: of their magnitudes). Its error has
@@ -145,7 +145,8 @@ def verdict(c: Comparison, p_corrected: float, lower_is_better: bool, alpha: flo
     other way; "no" otherwise; "n/a" when no test could run (one seed, one video).
 
     No per-seed sign rule: the seed-aware test already holds the effect to the spread of the seeds' own
-    effects, and a rule on top turns one seed's rounding-sized effect into a flipped verdict (DESIGN 9:
+    effects, and a rule on top turns one seed's rounding-sized effect into a flipped verdict (docs/architecture.md
+    section 10:
     verdicts must survive another machine). `seeds_agreeing` is still reported beside it."""
     if math.isnan(p_corrected) or math.isnan(c.p):
         return "n/a"

@@ -7,7 +7,8 @@ from dataclasses import dataclass
 from pipeline.errors import ParamsError
 
 PRECISIONS = ("fp32", "bf16")
-# Truth-free model selection (DESIGN 9), each a weighting of the scheme's validation videos (training/data.py):
+# Truth-free model selection (docs/architecture.md section 10), each a weighting of the scheme's validation videos
+# (training/data.py):
 # val: lambda_v as the papers (the uploaders' confounded choices); ips: lambda_v / P(u's taste picks g(m)), so
 # taste-driven choices count less; diverse: only videos of the validation uploaders with the most even taste
 # (drawn like T_diverse). Every run records all three; `select` is the one early stopping keeps.

@@ -126,7 +126,8 @@ def test_claim_json_gives_each_variant_an_interval_and_every_verdict(rows):
 
 
 def test_named_contrasts_form_the_family_and_the_rest_is_exploratory():
-    """DESIGN 9: Holm over the pre-registered contrasts on the pre-registered metrics alone; another
+    """docs/architecture.md section 10: Holm over the pre-registered contrasts on the pre-registered metrics alone;
+    another
     challenger against CMVAE is exploratory (uncorrected, bracketed); a degenerate set is n/a, in no family."""
     from pipeline.report.claim import Contrast
 

@@ -1,4 +1,5 @@
-"""Truth-free selection (DESIGN 9): the criteria's weights, each criterion's choice and regret, and the teacher
+"""Truth-free selection (docs/architecture.md section 10): the criteria's weights, each criterion's choice and
+regret, and the teacher
 guard's domain classifier, on hand-built inputs."""
 import numpy as np
 import pandas as pd

@@ -6,7 +6,8 @@ section 6).
 - no_teacher: the same student with kl_weight 0 (what the teacher's guidance adds; the UGC-only DebCM row).
 - cmvae:      plain CMVAE on UGC, no confounder term and no teacher (the biased baseline).
 - cmvae_kl:   CMVAE on UGC with the student's KL to the PGC teacher and no adjustment (the fourth cell of the
-              adjustment x teacher 2x2, DESIGN 9: student vs cmvae_kl tests the adjustment, cmvae_kl vs cmvae
+              adjustment x teacher 2x2, docs/architecture.md section 10: student vs cmvae_kl tests the adjustment,
+              cmvae_kl vs cmvae
               the teacher).
 - teacher:    the PGC teacher itself (CMVAE trained on PGC pairs only), scored on every UGC test set.
 - cmvae_pgc:  the same CMVAE trained on the union of the scheme's UGC and the teacher's PGC training pairs.
@@ -89,7 +90,7 @@ def cmvae_kl(s, p):
     return _debcm(dataclasses.replace(s, confounder="none"))
 
 
-@register("teacher", kind="teacher", data="pgc", teacher=True, table="DebCM 2x2 (DESIGN 9)",
+@register("teacher", kind="teacher", data="pgc", teacher=True, table="DebCM 2x2 (docs/architecture.md section 10)",
           row="CMVAE teacher, PGC only")
 def teacher(s, p):
     """The PGC teacher of each seed, unchanged, scored on the UGC test sets."""
