@@ -12,7 +12,7 @@ import dataclasses
 from pathlib import Path
 from typing import TYPE_CHECKING, Sequence
 
-from pipeline.errors import PipelineError
+from pipeline.errors import MediaError, PipelineError
 
 if TYPE_CHECKING:
     import faiss
@@ -81,7 +81,12 @@ def video_features(paths: Sequence[str], texts: Sequence[str | None], cfg: "Vide
     from pipeline.features.video import extract_video_features
 
     keys = [f"{i:06d}" for i in range(len(paths))]  # sorted order == input order
-    _, visual, _ = extract_video_features(dict(zip(keys, paths)), cfg, on_error="fail")
+    # skip, then refuse naming the files as given: the extractor's own message would call a video by its
+    # internal key and point at media.on_error, a switch of the stages that recommend does not read
+    _, visual, failed = extract_video_features(dict(zip(keys, paths)), cfg, on_error="skip")
+    if len(failed):
+        bad = "; ".join(f"{paths[int(k)]}: {r}" for k, r in zip(failed["video_id"], failed["reason"]))
+        raise MediaError(f"{len(failed)} of {len(paths)} video file(s) cannot be used (replace them): {bad}")
     out = {"visual": torch.from_numpy(visual)}
     if text_dim is None:
         return out

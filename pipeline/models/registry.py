@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import dataclasses
 import importlib
+import re
 from pathlib import Path
 
 import torch
@@ -56,15 +57,41 @@ def build_model(spec: dict):
     return cls(spec["visual_dim"], spec["music_dim"], spec["text_dim"], config)
 
 
-def load_model(path: str | Path):
-    """Rebuild a model saved by the training loop and load its best weights (eval mode)."""
+def read_torch_file(path: str | Path, what: str = "model") -> dict:
+    """A .pt file the pipeline wrote, read with `weights_only=True`: tensors and plain values only, so a crafted
+    file cannot run code (a full unpickle would call whatever its pickle names). Anything else -> one DataError
+    naming the file."""
     path = Path(path)
     if not path.exists():
-        raise DataError(f"{path}: no model file; run the training stage first")
-    saved = torch.load(path, map_location="cpu", weights_only=False)
-    spec = saved.get("model") or {}
-    if spec.get("class") not in CLASSES:
-        raise DataError(f"{path}: model class {spec.get('class')!r}, expected one of {sorted(CLASSES)}")
-    model = build_model(spec)
-    model.load_state_dict(saved["state_dict"])
+        raise DataError(f"{path}: no {what} file; run the training stage first")
+    if not path.is_file():
+        raise DataError(f"{path}: not a file; expected a {what} file (.pt) written by the pipeline")
+    try:
+        saved = torch.load(path, map_location="cpu", weights_only=True)
+    except Exception as e:  # noqa: BLE001 - torch raises many types for a file it refuses or cannot read
+        # torch's own message advises weights_only=False: keep only what the file holds, never that advice
+        refused = re.search(r"GLOBAL ([\w.]+)", str(e))
+        why = f"it names {refused.group(1)}, which only a full unpickle would call" if refused else \
+            "it holds objects other than tensors and plain values" if "Weights only" in str(e) else \
+            " ".join(f"{type(e).__name__}: {e}".split())[:160]
+        raise DataError(f"{path}: refused: not a {what} file the pipeline wrote ({why}); model files are read "
+                        "with torch.load(weights_only=True), never executed") from None
+    if not isinstance(saved, dict):
+        raise DataError(f"{path}: holds a {type(saved).__name__}, not the dict of a {what} file")
+    return saved
+
+
+def load_model(path: str | Path):
+    """Rebuild a model saved by the training loop and load its best weights (eval mode)."""
+    saved = read_torch_file(path)
+    spec = saved.get("model") if isinstance(saved.get("model"), dict) else {}
+    if spec.get("class") not in CLASSES or not isinstance(saved.get("state_dict"), dict):
+        raise DataError(f"{path}: model class {spec.get('class')!r}, expected one of {sorted(CLASSES)} with its "
+                        "state_dict")
+    try:
+        model = build_model(spec)
+        model.load_state_dict(saved["state_dict"])
+    except (RuntimeError, TypeError, KeyError, ValueError) as e:
+        raise DataError(f"{path}: weights do not fit the saved {spec['class']} ({' '.join(str(e).split())[:160]})") \
+            from None
     return model.eval()

@@ -13,7 +13,7 @@ import numpy as np
 import torch
 
 from pipeline.io import atomic_path
-from pipeline.models.registry import model_spec
+from pipeline.models.registry import model_spec, read_torch_file
 
 log = logging.getLogger(__name__)
 
@@ -85,7 +85,7 @@ def try_resume(path: Path, config: dict, model, optimizer, device: torch.device)
     loop state, or None (no checkpoint, or a stale one: a checkpoint of other data is never resumed)."""
     if not path.exists():
         return None
-    ckpt = torch.load(path, map_location="cpu", weights_only=False)
+    ckpt = read_torch_file(path, "training checkpoint")  # weights_only: a planted last.pt runs nothing
     if ckpt.get("config") != config or ckpt.get("model_spec") != model_spec(model):
         log.warning("%s was written under another config or model; starting afresh", path)
         return None
