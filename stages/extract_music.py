@@ -17,7 +17,7 @@ from pipeline.features.backend import BackendParams, music_embedding_sharded
 from pipeline.features.mediacheck import MediaParams
 from pipeline.features.music import FAILURE_COLUMNS, MusicEmbeddingConfig
 from pipeline.io import atomic_dir, write_ids, write_npy, write_parquet
-from stages.common import group, setup
+from stages.common import group, run, setup
 
 RAW = Path("data/raw")
 OUT = Path("data/features/music")
@@ -56,4 +56,4 @@ def main() -> None:
 
 
 if __name__ == "__main__":
-    main()
+    run(main)

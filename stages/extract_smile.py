@@ -15,7 +15,7 @@ from pipeline.features.mediacheck import MediaParams
 from pipeline.features.music import failure_table
 from pipeline.features.smile import SmileConfig, fit_music, in_fit_subset, project_on_fit_set  # noqa: F401
 from pipeline.io import atomic_dir, write_ids, write_npy, write_parquet
-from stages.common import group, setup
+from stages.common import group, run, setup
 
 RAW = Path("data/raw")
 OUT = Path("data/features/smile")
@@ -56,4 +56,4 @@ def main() -> None:
 
 
 if __name__ == "__main__":  # smile_functionals may spawn worker processes that re-import this module
-    main()
+    run(main)

@@ -14,7 +14,7 @@ from pipeline.features.mediacheck import MediaParams
 from pipeline.features.text import extract_text_features
 from pipeline.features.video import FAILURE_COLUMNS, VideoConfig, resolve_precision
 from pipeline.io import atomic_dir, write_ids, write_json, write_npy, write_parquet
-from stages.common import group, setup
+from stages.common import group, run, setup
 
 RAW, OUT = Path("data/raw"), Path("data/features/video")
 log = logging.getLogger("stages.extract_video")
@@ -57,4 +57,4 @@ def main() -> None:
 
 
 if __name__ == "__main__":  # decoding threads and torch workers: keep imports side-effect free
-    main()
+    run(main)

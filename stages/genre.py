@@ -9,10 +9,11 @@ from pathlib import Path
 
 from pipeline.config import from_group
 from pipeline.data.schema import read_raw
+from pipeline.features.mediacheck import MediaParams
 from pipeline.genre import lstm
 from pipeline.genre.label import GenreConfig, label_music, score_against_truth
 from pipeline.io import atomic_dir, write_json, write_parquet
-from stages.common import setup
+from stages.common import group, run, setup
 
 RAW = Path("data/raw")
 OUT, METRICS = Path("data/genre"), Path("metrics/genre.json")
@@ -24,8 +25,9 @@ GenreParams = GenreConfig  # the params group's dataclass, under the name the ot
 
 def main() -> None:
     p = from_group(GenreParams, setup("genre"), "genre")
+    media = from_group(MediaParams, group("media"), "media")  # one switch for every stage that reads media
     _, music, _ = read_raw(RAW)
-    labels, metrics, model = label_music(music, RAW, p)
+    labels, metrics, model = label_music(music, RAW, p, media.on_error)
     if TRUTH.exists():
         metrics["pool_truth"] = score_against_truth(labels, TRUTH)
     with atomic_dir(OUT) as tmp:
@@ -37,4 +39,4 @@ def main() -> None:
 
 
 if __name__ == "__main__":  # frame features run on a process pool
-    main()
+    run(main)

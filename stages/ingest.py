@@ -7,7 +7,8 @@ from pipeline.config import from_group
 from pipeline.data.importcommon import genre_code_map
 from pipeline.data.importers import ingest
 from pipeline.errors import ParamsError
-from stages.common import run, setup
+from pipeline.features.mediacheck import MediaParams
+from stages.common import group, run, setup
 
 OUT = Path("data/raw")
 
@@ -37,10 +38,11 @@ class IngestParams:
 
 def main() -> None:
     p = from_group(IngestParams, setup("ingest"), "ingest")
+    media = from_group(MediaParams, group("media"), "media")  # skip: media failing the header probe leave here
     kw = {"csv": p.csv} if p.source == "folder" else {}
     if p.source == "tt150k":
         kw.update(pgc=p.pgc_folder, genre_names=p.genre_names)
-    info = ingest(p.source, Path(p.path), OUT, **kw)
+    info = ingest(p.source, Path(p.path), OUT, on_error=media.on_error, **kw)
     logging.getLogger("stages.ingest").info("ingest: %s", info)
 
 

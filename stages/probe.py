@@ -11,7 +11,7 @@ from pipeline.config import from_group
 from pipeline.data.schema import MUSIC_IDS_FILE, VIDEO_IDS_FILE
 from pipeline.features.linear_probe import ProbeConfig, probe_features
 from pipeline.io import read_ids, write_json
-from stages.common import setup
+from stages.common import run, setup
 
 FEATURES, TRUTH, OUT = Path("data/features"), Path("data/raw/truth"), Path("metrics/features.json")
 log = logging.getLogger("stages.probe")
@@ -36,4 +36,4 @@ def main() -> None:
 
 
 if __name__ == "__main__":
-    main()
+    run(main)

@@ -10,7 +10,7 @@ from pipeline.data.schema import read_raw
 from pipeline.features.mediacheck import MediaParams
 from pipeline.features.rhythm import FAILURE_COLUMNS, RhythmConfig, rhythm_table
 from pipeline.io import write_parquet
-from stages.common import group, setup
+from stages.common import group, run, setup
 
 RAW = Path("data/raw")
 OUT = Path("data/features/rhythm.parquet")
@@ -44,4 +44,4 @@ def main() -> None:
 
 
 if __name__ == "__main__":  # the analysis pool spawns processes that re-import this module
-    main()
+    run(main)

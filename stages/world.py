@@ -9,7 +9,7 @@ from pathlib import Path
 from pipeline.config import from_group
 from pipeline.data.world import WorldParams
 from pipeline.data.worldgen import build_world, write_not_built
-from stages.common import group, setup
+from stages.common import group, run, setup
 
 OUT = Path("data/world")
 log = logging.getLogger("stages.world")
@@ -29,4 +29,4 @@ def main() -> None:
 
 
 if __name__ == "__main__":  # the renderer's worker pool spawns processes that re-import this module
-    main()
+    run(main)

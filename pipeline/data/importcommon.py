@@ -1,6 +1,8 @@
 """Helpers shared by the importers of the `ingest` stage (pipeline.data.importers, pipeline.data.tt150k)."""
 from __future__ import annotations
 
+import csv
+import io
 import logging
 import os
 import shutil
@@ -10,7 +12,7 @@ import numpy as np
 import pandas as pd
 from tqdm import tqdm
 
-from pipeline.data.schema import (GENRE_COUNTS, GENRES, MUSIC_COLUMNS, PAIR_COLUMNS,
+from pipeline.data.schema import (CONTROL, GENRE_COUNTS, GENRES, MUSIC_COLUMNS, PAIR_COLUMNS,
                                   VIDEO_COLUMNS, validate_tables)
 from pipeline.errors import DataError, ParamsError
 from pipeline.io import write_parquet
@@ -74,6 +76,56 @@ def _write_tables(tmp: Path, videos: pd.DataFrame, music: pd.DataFrame, pairs: p
     validate_tables(videos, music, pairs, where)
     for name, df in {"videos": videos, "music": music, "pairs": pairs, **optional}.items():
         write_parquet(df, tmp / f"{name}.parquet")
+
+
+def check_id(ident: str, where: str) -> None:
+    """An id must fit on one line: id lists (video_ids.txt) hold one per line, so a newline or another control
+    character in an id would shift every row after it."""
+    if CONTROL.search(ident):
+        raise DataError(f"{where} {ident!r} holds a control character (newline, tab, ...); ids are stored one per "
+                        "line: rename it (and its media file) without one")
+
+
+def read_csv_table(table: Path) -> pd.DataFrame:
+    """A CSV of strings; a file that is not UTF-8 is refused naming the row of the first bad byte."""
+    raw = table.read_bytes()
+    try:
+        text = raw.decode("utf-8-sig")
+    except UnicodeDecodeError as e:
+        before = raw[:e.start].decode("utf-8-sig")
+        records = [r for r in csv.reader(io.StringIO(before)) if r]  # the header is the first
+        row = len(records) - (0 if not before or before.endswith(("\n", "\r")) else 1) - 1
+        place = "the header" if row < 0 else f"row {row}"
+        raise DataError(f"{table} {place}: byte 0x{raw[e.start]:02x} (offset {e.start}) is not UTF-8; save the file "
+                        "as UTF-8 (e.g. iconv -f latin1 -t utf-8)") from None
+    try:
+        return pd.read_csv(io.StringIO(text), dtype=str, keep_default_na=False)
+    except (pd.errors.ParserError, pd.errors.EmptyDataError) as e:
+        raise DataError(f"{table}: cannot be parsed as CSV ({' '.join(str(e).split())})") from None
+
+
+def require_training_rows(pairs: pd.DataFrame, where) -> None:
+    """At least one UGC pair: without one nothing can be trained, and `split` would fail far from the cause."""
+    if not (pairs["kind"] == "ugc").any():
+        raise DataError(f"{where}: no UGC (video, music) rows; the training table needs at least one")
+
+
+def drop_failed(tables: dict[str, pd.DataFrame], failed: list[tuple[str, str, str]], where: str) -> dict:
+    """The tables without media that failed the header probe (media.on_error: skip): a failed video's rows,
+    a failed music's rows, and every pair using a failed music together with its video (it has no music)."""
+    bad_video = {i for kind, i, _ in failed if kind == "video"}
+    bad_music = {i for kind, i, _ in failed if kind == "music"}
+    pairs = tables["pairs"]
+    drop = pairs["video_id"].isin(bad_video) | pairs["music_id"].isin(bad_music)
+    lost = bad_video | set(pairs.loc[drop, "video_id"])
+    out = dict(tables, pairs=pairs[~drop])
+    if "videos" in tables:
+        out["videos"] = tables["videos"][~tables["videos"]["video_id"].isin(lost)]
+    if "music" in tables:
+        out["music"] = tables["music"][~tables["music"]["music_id"].isin(bad_music)]
+    log.warning("%s: media.on_error: skip left out %d video(s) and %d music (%d pair(s)) whose media fail the "
+                "header probe", where, len(lost), len(bad_music), int(drop.sum()))
+    return out
 
 
 def _id_maker(prefix: str, n: int):

@@ -25,6 +25,10 @@ from pipeline.data.importcommon import (
     _link_tree,
     _str,
     _write_tables,
+    check_id,
+    drop_failed,
+    read_csv_table,
+    require_training_rows,
 )
 from pipeline.data.schema import (
     KINDS,
@@ -38,8 +42,8 @@ from pipeline.data.schema import (
 )
 from pipeline.data.tt150k import _write_gathered, import_tt150k  # noqa: F401
 from pipeline.errors import DataError, ParamsError
-from pipeline.features.mediacheck import media_paths, probe_media
-from pipeline.io import atomic_dir, read_ids, write_json
+from pipeline.features.mediacheck import check_on_error, media_paths, probe_media
+from pipeline.io import atomic_dir, read_ids, write_json, write_parquet
 
 log = logging.getLogger(__name__)
 
@@ -95,8 +99,9 @@ def _check_features(fdir: Path, video_ids: list[str], music_ids: list[str]) -> l
     return names
 
 
-def import_world(src: Path, out: Path) -> dict:
-    """Import a world directory: copy its (already canonical) tables, hard-link media, features and truth."""
+def import_world(src: Path, out: Path, on_error: str = "fail") -> dict:
+    """Import a world directory: copy its (already canonical) tables, hard-link media, features and truth.
+    `on_error` (media.on_error): what a media file failing the header probe does, stop or leave its rows out."""
     src, out = Path(src), Path(out)
     _check_out(src, out)
     tables = {}
@@ -108,7 +113,11 @@ def import_world(src: Path, out: Path) -> dict:
     validate_tables(tables["videos"], tables["music"], tables["pairs"], str(src))
     n_media = _check_media_paths(src, tables["videos"], "video_id", src / "videos.parquet")
     n_media += _check_media_paths(src, tables["music"], "music_id", src / "music.parquet")
-    probe_media(media_paths(tables["videos"], "video_id", src), media_paths(tables["music"], "music_id", src), str(src))
+    failed = probe_media(media_paths(tables["videos"], "video_id", src), media_paths(tables["music"], "music_id", src),
+                         str(src), on_error)
+    if failed:
+        tables = drop_failed(tables, failed, str(src))
+    require_training_rows(tables["pairs"], src / "pairs.parquet")
     features = []
     if (src / "features").is_dir():
         features = _check_features(src / "features", list(tables["videos"]["video_id"]),
@@ -116,13 +125,18 @@ def import_world(src: Path, out: Path) -> dict:
     with atomic_dir(out) as tmp:
         copied = [n for n in WORLD_TABLES + WORLD_OPTIONAL if (src / f"{n}.parquet").is_file()]
         for name in copied:
-            shutil.copyfile(src / f"{name}.parquet", tmp / f"{name}.parquet")
+            if failed and name in tables:  # rows of skipped media left out; otherwise the bytes as written
+                write_parquet(tables[name], tmp / f"{name}.parquet")
+            else:
+                shutil.copyfile(src / f"{name}.parquet", tmp / f"{name}.parquet")
         linked = {d: _link_tree(src / d, tmp / d) for d in WORLD_DIRS if (src / d).is_dir()}
         kind = tables["videos"]["kind"]
         summary = {"source": "world", "src": str(src), "tables": copied, "features": features,
                    "counts": {"videos": len(kind), "ugc": int((kind == "ugc").sum()), "pgc": int((kind == "pgc").sum()),
                               "music": len(tables["music"]), "pairs": len(tables["pairs"]), "media_files": n_media,
                               **{f"{d}_files": n for d, n in linked.items()}}}
+        if failed:
+            summary["media_skipped"] = [{"kind": k, "id": i, "reason": r} for k, i, r in failed]
         write_json(summary, tmp / "source.json")
     log.info("imported world %s -> %s: %s", src, out, summary["counts"])
     return summary
@@ -131,12 +145,13 @@ def import_world(src: Path, out: Path) -> dict:
 # ----------------------------------------------------------------------------------------------- folder
 
 def _media_index(folder: Path, exts: tuple[str, ...]) -> dict[str, list[Path]]:
-    """Media files of a folder by id (file name without extension); hidden files are skipped."""
+    """Media files of a folder by id (file name without extension, stripped of surrounding spaces as the CSV's
+    ids are); hidden files are skipped."""
     index: dict[str, list[Path]] = {}
     if folder.is_dir():
         for p in sorted(folder.iterdir()):
             if p.is_file() and not p.name.startswith(".") and p.suffix.lower() in exts:
-                index.setdefault(p.stem, []).append(p)
+                index.setdefault(p.stem.strip(), []).append(p)
     return index
 
 
@@ -149,8 +164,9 @@ def _one_file(index: dict[str, list[Path]], ident: str, folder: Path, exts, wher
     return files[0]
 
 
-def import_folder(src: Path, out: Path, csv: str = "pairs.csv") -> dict:
+def import_folder(src: Path, out: Path, csv: str = "pairs.csv", on_error: str = "fail") -> dict:
     """Import real media: `<csv>` pairs each video with its uploader and music; files are found by id.
+    `on_error` (media.on_error): a file failing the header probe stops the import, or its rows are left out.
 
     One function on purpose: every check must pass before anything is written (the temporary folder replaces
     data/raw only at its end).
@@ -160,15 +176,13 @@ def import_folder(src: Path, out: Path, csv: str = "pairs.csv") -> dict:
     table = src / csv
     if not table.is_file():
         raise DataError(f"{table}: missing; expected a CSV with columns video_id, uploader_id, music_id[, text, kind]")
-    try:
-        df = pd.read_csv(table, dtype=str, keep_default_na=False, encoding="utf-8-sig")
-    except (pd.errors.ParserError, pd.errors.EmptyDataError, UnicodeDecodeError) as e:
-        raise DataError(f"{table}: cannot be parsed as CSV ({e})") from e
+    df = read_csv_table(table)
     missing = [c for c in ("video_id", "uploader_id", "music_id") if c not in df.columns]
     if missing:
         raise DataError(f"{table}: missing column(s) {missing}; expected video_id, uploader_id, music_id[, text, kind]")
     df = df.apply(lambda col: col.str.strip())
     df["kind"] = df["kind"].replace("", "ugc") if "kind" in df.columns else "ugc"
+    require_training_rows(df, table)
     text = df["text"] if "text" in df.columns else pd.Series([""] * len(df))
     first_row: dict[str, int] = {}
     vdir, mdir = src / "videos", src / "music"
@@ -181,6 +195,8 @@ def import_folder(src: Path, out: Path, csv: str = "pairs.csv") -> dict:
         for col in ("video_id", "music_id") + (("uploader_id",) if r.kind == "ugc" else ()):
             if not getattr(r, col):
                 raise DataError(f"{where}: empty {col}; every {r.kind} row needs one")
+        for col in ("video_id", "music_id", "uploader_id"):
+            check_id(getattr(r, col), f"{where}: {col}")
         if r.video_id in first_row:
             raise DataError(f"{where}: duplicate video_id, also in row {first_row[r.video_id]}; "
                             "expected one row per video")
@@ -191,7 +207,15 @@ def import_folder(src: Path, out: Path, csv: str = "pairs.csv") -> dict:
     for ident in m_index:  # music never used is still part of the pool
         if ident not in music_file:
             music_file[ident] = _one_file(m_index, ident, mdir, MUSIC_EXTS, f"{mdir} (music never used in {csv})")
-    probe_media(video_file, music_file, str(src))
+            check_id(ident, f"{music_file[ident]} (music never used in {csv}): music_id")
+    failed = probe_media(video_file, music_file, str(src), on_error)
+    if failed:
+        df = drop_failed({"pairs": df}, failed, str(src))["pairs"]
+        for kind, ident, _ in failed:
+            (video_file if kind == "video" else music_file).pop(ident, None)
+        video_file = {v: f for v, f in video_file.items() if v in set(df["video_id"])}
+        require_training_rows(df, table)
+        text = text[df.index]
     unused_videos = sorted(set(v_index) - set(video_file))
     if unused_videos:
         log.warning("%s: %d video file(s) not in %s are skipped, e.g. %s", vdir, len(unused_videos), csv,
@@ -216,6 +240,8 @@ def import_folder(src: Path, out: Path, csv: str = "pairs.csv") -> dict:
                           "music_unused": len(set(m_ids) - set(df["music_id"])),
                           "uploaders": int(df.loc[df["uploader_id"] != "", "uploader_id"].nunique()),
                           "skipped_video_files": len(unused_videos)}}
+    if failed:
+        summary["media_skipped"] = [{"kind": k, "id": i, "reason": r} for k, i, r in failed]
     with atomic_dir(out) as tmp:
         _write_tables(tmp, videos_df, music_df, pairs_df, str(src))
         files = sorted(video_file.items())
@@ -231,11 +257,15 @@ def import_folder(src: Path, out: Path, csv: str = "pairs.csv") -> dict:
 IMPORTERS = {"world": import_world, "tt150k": import_tt150k, "folder": import_folder}
 
 
-def ingest(source: str, src: Path, out: Path, **kw) -> dict:
-    """Dispatch on the `ingest.source` param; extra keywords are the chosen importer's options."""
+def ingest(source: str, src: Path, out: Path, on_error: str = "fail", **kw) -> dict:
+    """Dispatch on the `ingest.source` param; extra keywords are the chosen importer's options. `on_error`
+    (media.on_error) reaches the importers of sources with media; a TT-150k release has none."""
     if source not in IMPORTERS:
         raise ParamsError(f"ingest.source {source!r}: expected one of {sorted(IMPORTERS)}")
     fn = IMPORTERS[source]
+    check_on_error(on_error)
+    if "on_error" in inspect.signature(fn).parameters:
+        kw["on_error"] = on_error
     allowed = set(inspect.signature(fn).parameters) - {"src", "out"}
     unknown = sorted(set(kw) - allowed)
     if unknown:

@@ -19,6 +19,7 @@ Ids are strings. `path` is relative to the raw directory (or null when a source 
 """
 from __future__ import annotations
 
+import re
 from pathlib import Path
 
 import numpy as np
@@ -43,6 +44,10 @@ VIDEO_FEATURES = ("video_visual", "video_text")  # video_text rows are zero wher
 VIDEO_MASKS = ("video_text_mask",)  # uint8, 1 = the video has a caption
 MUSIC_FEATURES = ("music_audio", "music_smile")
 
+# What an id may not hold: C0/C1 control characters and the separators str.splitlines() breaks on (id lists
+# such as video_ids.txt hold one id per line and are read back with it)
+CONTROL = re.compile("[\x00-\x1f\x7f-\x9f\u2028\u2029]")
+
 VIDEO_IDS_FILE = "video_ids.txt"
 MUSIC_IDS_FILE = "music_ids.txt"
 
@@ -60,6 +65,15 @@ def _require_unique(series: pd.Series, where: str) -> None:
         raise DataError(f"{where}: duplicate id {dup.iloc[0]!r} (row {first}); ids must be unique")
 
 
+def _require_one_line(ids: pd.Series, where: str, column: str) -> None:
+    """Ids are written one per line (video_ids.txt): a control character or line break would shift the rows."""
+    bad = ids.astype("str").str.contains(CONTROL.pattern, regex=True, na=False)
+    if bad.any():
+        i = int(np.flatnonzero(bad.to_numpy())[0])
+        raise DataError(f"{where} row {i}: {column} {ids.iloc[i]!r} holds a control character (newline, tab, ...); "
+                        "ids are stored one per line: rename it")
+
+
 def validate_tables(videos: pd.DataFrame, music: pd.DataFrame, pairs: pd.DataFrame, where: str) -> None:
     """Check the three canonical tables against each other; raise DataError naming the first bad row."""
     _require_columns(videos, VIDEO_COLUMNS, f"{where}/videos.parquet")
@@ -67,6 +81,9 @@ def validate_tables(videos: pd.DataFrame, music: pd.DataFrame, pairs: pd.DataFra
     _require_columns(pairs, PAIR_COLUMNS, f"{where}/pairs.parquet")
     _require_unique(videos["video_id"], f"{where}/videos.parquet")
     _require_unique(music["music_id"], f"{where}/music.parquet")
+    for df, col, name in ((videos, "video_id", "videos"), (videos, "uploader_id", "videos"),
+                          (music, "music_id", "music")):
+        _require_one_line(df[col], f"{where}/{name}.parquet", col)
     bad_kind = ~videos["kind"].isin(KINDS)
     if bad_kind.any():
         i = int(np.flatnonzero(bad_kind.to_numpy())[0])
@@ -96,7 +113,9 @@ def validate_matrix(array: np.ndarray, n_rows: int, path: str | Path, dim: int |
     if dim is not None and array.shape[1] != dim:
         raise DataError(f"{path}: {array.shape[1]} columns, expected {dim}")
     if array.dtype != np.float32:
-        raise DataError(f"{path}: dtype {array.dtype}, expected float32")
+        fix = f"; convert it once: np.save({str(path)!r}, np.load({str(path)!r}).astype(np.float32))" \
+            if array.dtype.kind in "fiu" else ""
+        raise DataError(f"{path}: dtype {array.dtype}, expected float32{fix}")
     finite = np.isfinite(array).all(axis=1)
     if not finite.all():
         raise DataError(f"{path}: row {int(np.flatnonzero(~finite)[0])} holds NaN or inf")

@@ -169,6 +169,9 @@ def _ugc_part(src: Path, codes: tuple[int | None, ...]) -> dict:
         raise DataError(f"{src / TT_FILES[2]}: {len(smile)} rows, expected {len(audio)} (one per row of {TT_FILES[1]})")
     spaces = (TT_FILES[0], TT_FILES[1])
     train = parse_train(src / "train.npy", len(visual), len(audio), spaces, codes)
+    if not train:  # refused here, not six stages later in split
+        raise DataError(f"{src / 'train.npy'}: no rows; the training table needs at least one [video, music, genre, "
+                        "genre distribution, propensity] row")
     held = {s: parse_neg(src / f"100neg/{s}.npy", len(visual), len(audio), spaces) for s in ("val", "test")}
     weights = {s: load_distribution(src / f"video_popularity_{s}.npy", len(held[s]),
                                     f"({len(held[s])},) float weights, one per row of 100neg/{s}.npy") for s in held}
@@ -211,7 +214,10 @@ def _ugc_part(src: Path, codes: tuple[int | None, ...]) -> dict:
 def _pgc_part(pgc: Path, ugc: dict, src: Path) -> dict:
     """The PGC folder: its own video ids "p<int>" and music ids "pm<int>" (the release shares no ids).
 
-    A PGC music whose features equal a UGC clip's takes that clip's genre; the rest have none.
+    Only the music its pairs use is imported: an unused PGC clip has no role (the teacher trains on pairs),
+    and as music no pair uses it would enter the UGC ranking pool (often as a copy of a UGC clip, when the
+    folder shares the release's music matrix). A PGC music whose features equal a UGC clip's takes that
+    clip's genre; the rest have none.
     """
     _require_files(pgc, PGC_FILES, "a TT-150k PGC folder (ingest.pgc, else <path>/../pgc, else <path>/pgc)")
     visual, audio, smile = (_load_matrix(pgc / f) for f in PGC_FILES[2:])
@@ -226,7 +232,8 @@ def _pgc_part(pgc: Path, ugc: dict, src: Path) -> dict:
                                 {m: GENRES[g] for m, g in raw["genre"].items()})
     vid, mid = _id_maker("p", len(visual)), _id_maker("pm", len(audio))
     pop = np.bincount([m for _, m in split["train"]], minlength=len(audio))
-    v_ids, m_ids, rows = [vid(v) for v in used], [mid(m) for m in range(len(audio))], np.arange(len(audio))
+    rows = np.array(sorted({m for s in split for _, m in split[s]}), dtype=np.int64)
+    v_ids, m_ids = [vid(v) for v in used], [mid(m) for m in rows]
     return {
         "videos": [(i, None, "pgc") for i in v_ids],
         "music": [(i, int(pop[m]), genre.get(m)) for i, m in zip(m_ids, rows)],
@@ -234,7 +241,8 @@ def _pgc_part(pgc: Path, ugc: dict, src: Path) -> dict:
         "split": [(vid(v), s, None, None) for s in split for v, _ in split[s]], "negatives": [], "uploaders": [],
         "video_visual": [(v_ids, visual, np.array(used, dtype=np.int64))],
         "music_audio": [(m_ids, audio, rows)], "music_smile": [(m_ids, smile, rows)],
-        "counts": {"pgc_videos": len(used), "pgc_music": len(audio), "pgc_music_with_genre": len(genre)},
+        "counts": {"pgc_videos": len(used), "pgc_music": len(rows), "pgc_music_unused": len(audio) - len(rows),
+                   "pgc_music_with_genre": len(set(genre) & set(rows.tolist()))},
     }
 
 

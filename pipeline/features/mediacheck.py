@@ -253,24 +253,55 @@ def media_paths(table, id_col: str, root: str | os.PathLike) -> dict[str, Path]:
     return {str(i): Path(root) / p for i, p in zip(table[id_col], table["path"]) if isinstance(p, str) and p}
 
 
-def probe_media(videos: dict, music: dict, where: str) -> None:
-    """Header-probe every video and music file ({id: path}); one DataError naming every one that fails.
+def probe_media(videos: dict, music: dict, where: str, on_error: str = "fail") -> list[tuple[str, str, str]]:
+    """Header-probe every video and music file ({id: path}); the failures as (kind, id, reason).
 
     For `ingest`: a file that is not media at all (a text file named .mp4), lacks its stream or is too
-    short by its own header is refused in seconds instead of in an extractor much later.
+    short by its own header is refused in seconds instead of in an extractor much later: with
+    `media.on_error: fail` one DataError naming every one; with `skip` each is logged and returned, and
+    the importer drops it.
     """
+    check_on_error(on_error)
     files = [("video", i, p) for i, p in sorted(videos.items())] + [("audio", i, p) for i, p in sorted(music.items())]
-    failures = []
+    failures, bad = [], []
     for kind, ident, path in tqdm(files, desc="media probe", unit="file", disable=len(files) < 500, leave=False):
         try:
             probe(path, kind)
         except BadMedia as e:
             failures.append((f"{'video' if kind == 'video' else 'music'} {ident}", str(path), str(e)))
-            log.warning("%s: %s (%s): %s", where, failures[-1][0], path, e)
-    if failures:
+            bad.append(("video" if kind == "video" else "music", ident, str(e)))
+            log.warning("%s: %s (%s): %s%s", where, failures[-1][0], path, e,
+                        "; skipped (media.on_error: skip)" if on_error == "skip" else "")
+    if failures and on_error == "fail":
         raise DataError(f"{where}: {len(failures)} of {len(files)} media file(s) fail the media check "
-                        f"(replace or remove them): {listing(failures)}")
-    log.info("%s: %d media files pass the header probe", where, len(files))
+                        f"(replace or remove them, or set media.on_error: skip to leave them out): {listing(failures)}")
+    log.info("%s: %d of %d media files pass the header probe", where, len(files) - len(failures), len(files))
+    return bad
+
+
+def check_audio(paths: dict[str, str], on_error: str, what: str, workers: int = 0) -> list[tuple[str, str, str]]:
+    """`decode_audio`'s verdict on every file ({id: path}), for a stage that reads audio with another decoder
+    (the genre LSTM's frames): fail -> one MediaError naming every bad clip by id; skip -> the failures
+    (id, path, reason), each logged, for the caller to leave out."""
+    from concurrent.futures import ThreadPoolExecutor
+
+    check_on_error(on_error)
+
+    def verdict(item: tuple[str, str]) -> tuple[str, str, str] | None:
+        try:
+            decode_audio(item[1])
+        except BadMedia as e:
+            return item[0], item[1], str(e)
+        return None
+
+    with ThreadPoolExecutor(max_workers=workers or os.cpu_count() or 1) as pool:  # decoders release the GIL
+        failures = [f for f in pool.map(verdict, sorted(paths.items())) if f is not None]
+    for ident, path, reason in failures:
+        log.warning("%s: music %s (%s): %s%s", what, ident, path, reason,
+                    "; skipped (media.on_error: skip)" if on_error == "skip" else "")
+    if failures and on_error == "fail":
+        raise_failures(what, failures, len(paths), "music file(s)")
+    return failures
 
 
 def listing(failures: list[tuple[str, str, str]]) -> str:

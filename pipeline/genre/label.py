@@ -11,7 +11,7 @@ row reads "classical" there: consumers that must not treat it as a real label ch
 from __future__ import annotations
 
 import logging
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 
 import numpy as np
@@ -20,6 +20,7 @@ from sklearn.model_selection import train_test_split
 
 from pipeline.data.schema import GENRES
 from pipeline.errors import DataError, ParamsError
+from pipeline.features.mediacheck import check_audio
 from pipeline.genre import lstm
 from pipeline.genre.corpus import read_corpus
 from pipeline.genre.frames import FrameConfig, corpus_frames
@@ -68,16 +69,19 @@ def lstm_labeller(p: GenreConfig, corpus: pd.DataFrame, pool: list[str]):
                    "selection_accuracy": summary["best_val_accuracy"]}, model
 
 
-def tags_labeller(p: GenreConfig, pool: list[str]):
-    """(pool probabilities, metrics, None): musicnn taggram -> genres. Needs no corpus and reads none."""
+def tags_labeller(p: GenreConfig, pool: dict[str, str], on_error: str = "fail"):
+    """(labelled ids, their probabilities, metrics, None, failures): musicnn taggram -> genres over the pool
+    {music_id: path}; a clip failing the media check is named by its id and stops the stage, or is skipped
+    (media.on_error). Needs no corpus and reads none."""
     from pipeline.features.music import MusicEmbeddingConfig, embed_music
     from pipeline.genre.tags import tags_to_genres
 
     cfg = MusicEmbeddingConfig(model=p.tags_model, layer="taggram")
-    _, tag_proba, _ = embed_music({f"{i:08d}": f for i, f in enumerate(pool)}, cfg)  # ids sort as the pool
+    ids, tag_proba, failures = embed_music(pool, cfg, on_error)
     genres = tags_to_genres(tag_proba, p.tags_model)
-    return genres.proba, {"unmappable": list(genres.unmappable),
-                          "no_tag_evidence": int((genres.evidence == 0).sum())}, None
+    return ids, genres.proba, {"unmappable": list(genres.unmappable),
+                               "no_tag_evidence": int((genres.evidence == 0).sum())}, None, \
+        list(failures.itertuples(index=False, name=None))
 
 
 @dataclass(frozen=True)
@@ -120,8 +124,23 @@ def _reason(pl: Plan) -> str:
     return "; ".join(parts)
 
 
-def label_music(music: pd.DataFrame, raw_dir: str | Path, p: GenreConfig):
+def _label_audio(p: GenreConfig, pool: dict[str, str], on_error: str):
+    """(labelled ids, probabilities, metrics, model, failures) of the chosen labeller over {music_id: path}.
+    The LSTM reads audio through librosa, so its clips first get the media check every other stage applies."""
+    if p.labeller == "tags":
+        return tags_labeller(p, pool, on_error)
+    failures = check_audio(pool, on_error, "genre labels", p.workers)
+    ids = sorted(set(pool) - {f[0] for f in failures})
+    proba, metrics, model = lstm_labeller(p, read_corpus(p.corpus), [pool[m] for m in ids])
+    return ids, proba, metrics, model, failures
+
+
+def label_music(music: pd.DataFrame, raw_dir: str | Path, p: GenreConfig, on_error: str = "fail"):
     """(labels table, metrics, LSTM model or None) for every row of the canonical music table.
+
+    `on_error` (media.on_error): a clip whose audio fails the media check stops the stage naming it by id, or
+    (skip) is left out of the labels and listed with its reason in metrics["media_skipped"] (present only
+    then); the extract stages skip the same clips, so split drops them.
 
     metrics: labeller (lstm | tags for the clips without a shipped genre; uniform when none of those has
     audio; source when every clip ships one), n_music, n_shipped, n_labelled, n_uniform, reason (one line
@@ -133,21 +152,24 @@ def label_music(music: pd.DataFrame, raw_dir: str | Path, p: GenreConfig):
     proba[pl.shipped] = 0.0
     proba[np.flatnonzero(pl.shipped), [GENRES.index(g) for g in music.loc[pl.shipped, "genre"]]] = 1.0
     by = np.where(pl.shipped, "source", "uniform").astype(object)
-    metrics, model = {}, None
+    metrics, model, failures = {}, None, []
     if pl.labeller is not None:
-        pool = [str(Path(raw_dir) / f) for f in music.loc[pl.audio, "path"]]
-        if pl.labeller == "lstm":
-            proba[pl.audio], metrics, model = lstm_labeller(p, read_corpus(p.corpus), pool)
-        else:
-            proba[pl.audio], metrics, model = tags_labeller(p, pool)
-        by[pl.audio] = pl.labeller
+        pool = {m: str(Path(raw_dir) / f) for m, f in zip(music.loc[pl.audio, "music_id"], music.loc[pl.audio, "path"])}
+        ids, proba_audio, metrics, model, failures = _label_audio(replace(p, labeller=pl.labeller), pool, on_error)
+        rows = np.flatnonzero(music["music_id"].isin(ids).to_numpy())  # sorted ids, as the music table
+        proba[rows] = proba_audio
+        by[rows] = pl.labeller
+    n_labelled = int(pl.audio.sum()) - len(failures) if pl.labeller else 0
     metrics = {"labeller": pl.labeller or ("uniform" if pl.uniform.any() else "source"), "n_music": len(music),
-               "n_shipped": int(pl.shipped.sum()), "n_labelled": int(pl.audio.sum()) if pl.labeller else 0,
-               "n_uniform": int(pl.uniform.sum()), "reason": _reason(pl), **metrics}
+               "n_shipped": int(pl.shipped.sum()), "n_labelled": n_labelled, "n_uniform": int(pl.uniform.sum()),
+               "reason": _reason(pl), **metrics}
+    if failures:
+        metrics["media_skipped"] = {m: reason for m, _, reason in failures}
     labels = pd.DataFrame({"music_id": music["music_id"], "genre": [GENRES[i] for i in proba.argmax(axis=1)]})
     labels[PROBA_COLUMNS] = proba
     labels["labelled_by"] = pd.Series(by, dtype="str")
-    log.info("genre: %s", metrics["reason"])
+    labels = labels[~labels["music_id"].isin({f[0] for f in failures})].reset_index(drop=True)
+    log.info("genre: %s%s", metrics["reason"], f"; {len(failures)} left out (media.on_error: skip)" * bool(failures))
     return labels, metrics, model
 
 

@@ -22,7 +22,7 @@ def _placeholder_media_pass_the_probe(monkeypatch):
     """These tests pin the tables' checks on placeholder media bytes (b"clip_a.mp4"); ingest's header probe
     of real media has its own tests (tests/features/test_mediacheck.py: a text file named .mp4 is refused).
     """
-    monkeypatch.setattr("pipeline.data.importers.probe_media", lambda *a, **k: None)
+    monkeypatch.setattr("pipeline.data.importers.probe_media", lambda *a, **k: [])
 
 # ------------------------------------------------------------------------------------------ TT-150k fake
 

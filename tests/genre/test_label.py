@@ -26,12 +26,14 @@ def _music(shipped: int, with_audio: int, bare: int) -> pd.DataFrame:
 
 
 def _fake(name, calls):
+    """A labeller saying reggae for every clip: the LSTM's form (p, corpus, paths) or the tags' (p, {id: path},
+    on_error), which also returns the ids it labelled and its failures."""
     def labeller(p, *args):
-        calls.append((name, args[-1]))
-        pool = args[-1]
+        pool = args[0] if name == "tags" else args[-1]
+        calls.append((name, list(pool.values()) if name == "tags" else pool))
         proba = np.zeros((len(pool), len(GENRES)), np.float32)
         proba[:, GENRES.index("reggae")] = 1.0
-        return proba, {"fake": name}, None
+        return (sorted(pool), proba, {"fake": name}, None, []) if name == "tags" else (proba, {"fake": name}, None)
     return labeller
 
 
@@ -72,6 +74,7 @@ def test_auto_uses_the_lstm_with_a_corpus_and_tags_without(tmp_path, monkeypatch
     calls = []
     monkeypatch.setattr(label, "tags_labeller", _fake("tags", calls))
     monkeypatch.setattr(label, "lstm_labeller", _fake("lstm", calls))
+    monkeypatch.setattr(label, "check_audio", lambda *a, **k: [])  # the clips are names only
     music = _music(shipped=1, with_audio=2, bare=0)
     _, with_corpus, _ = label_music(music, tmp_path, GenreConfig(corpus=str(train_corpus)))
     _, without, _ = label_music(music, tmp_path, GenreConfig(corpus=str(tmp_path / "none")))
@@ -94,7 +97,7 @@ def test_genre_stage_on_a_release_without_genres_or_audio(tmp_path, monkeypatch)
 
     write_release(tmp_path / "rel", pgc="child")
     ingest("tt150k", tmp_path / "rel", tmp_path / "data/raw", genre_names=[None])
-    (tmp_path / "params.yaml").write_text(yaml.safe_dump({"genre": {"labeller": "auto"}}))
+    (tmp_path / "params.yaml").write_text(yaml.safe_dump({"genre": {"labeller": "auto"}, "media": {"on_error": "fail"}}))
     monkeypatch.chdir(tmp_path)
     genre.main()
     labels = pd.read_parquet(tmp_path / "data/genre/labels.parquet")
