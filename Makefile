@@ -51,10 +51,11 @@ science:
 	while PATH="$(CURDIR)/$(BIN):$$PATH" $(BIN)/dvc queue status | grep -qE 'Queued|Running'; do sleep 60; done
 	PATH="$(CURDIR)/$(BIN):$$PATH" $(BIN)/python -m pipeline science collect
 
-# Fast tests in parallel, then one end-to-end `dvc repro` on a tiny params file (tests/e2e) and local-vs-Ray.
+# Fast tests in parallel, then one end-to-end `dvc repro` on a tiny params file (tests/e2e), local-vs-Ray, and
+# the edges through `dvc repro` (a failed or killed ingest, media.on_error: skip from ingest to split).
 test:
 	$(BIN)/python -m pytest -q -n 2 -m "not slow"
-	$(BIN)/python -m pytest -q -m slow tests/test_e2e.py tests/features/test_backend.py
+	$(BIN)/python -m pytest -q -m slow tests/test_e2e.py tests/features/test_backend.py tests/test_dvc_edges.py
 
 test-all:
 	$(BIN)/python -m pytest -q -n 2

@@ -8,7 +8,9 @@ from __future__ import annotations
 import contextlib
 import hashlib
 import json
+import logging
 import os
+import re
 import shutil
 import tempfile
 from pathlib import Path
@@ -16,6 +18,8 @@ from typing import Iterator
 
 import numpy as np
 import pandas as pd
+
+log = logging.getLogger(__name__)
 
 
 def _current_umask() -> int:
@@ -47,12 +51,47 @@ def atomic_path(path: str | os.PathLike) -> Iterator[Path]:
             tmp.unlink()
 
 
+def _alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:  # another user's process: alive
+        return True
+    return True
+
+
+def remove_stale_dirs(path: str | os.PathLike) -> list[Path]:
+    """Delete the temporary directories of `path` that a killed writer left beside it (`.<name>.*.tmp`).
+
+    A SIGKILL skips atomic_dir's clean-up, and DVC removes only declared outputs, so without this a killed
+    ingest of a TT-150k release keeps a 1.2 GB half-copy forever. The name carries the writer's pid: a
+    directory whose writer still runs is left alone; one without a pid comes from a killed older version.
+    """
+    path = Path(path)
+    pattern = re.compile(rf"\.{re.escape(path.name)}\.(?:pid(\d+)-)?[^.]*\.tmp")
+    removed = []
+    if path.parent.is_dir():
+        for entry in sorted(path.parent.iterdir()):
+            found = pattern.fullmatch(entry.name)
+            if found is None or not entry.is_dir() or entry.is_symlink():
+                continue
+            if found.group(1) is not None and _alive(int(found.group(1))):
+                continue
+            shutil.rmtree(entry)
+            removed.append(entry)
+    return removed
+
+
 @contextlib.contextmanager
 def atomic_dir(path: str | os.PathLike) -> Iterator[Path]:
-    """Yield a fresh temporary directory beside `path`; swap it in for `path` only on success."""
+    """Yield a fresh temporary directory beside `path`; swap it in for `path` only on success. Temporary
+    directories of `path` left by a killed run are removed first (remove_stale_dirs)."""
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = Path(tempfile.mkdtemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent))
+    for stale in remove_stale_dirs(path):
+        log.warning("%s: removed %s, left by a killed run", path, stale.name)
+    tmp = Path(tempfile.mkdtemp(prefix=f".{path.name}.pid{os.getpid()}-", suffix=".tmp", dir=path.parent))
     try:
         yield tmp
         _publish_mode(tmp, True)
