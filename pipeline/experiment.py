@@ -36,6 +36,7 @@ from pipeline.models.baselines import BaselineParams, Variant, variant
 from pipeline.models.cmvae import CMVAE, CMVAEConfig
 from pipeline.models.debcm import DebCMConfig
 from pipeline.models.registry import load_model, model_spec
+from pipeline.models.scaling import TEACHER_SCALINGS, restandardise_videos
 from pipeline.sampling.dataset import Dataset
 from pipeline.training.checkpoint import cpu_state, data_fingerprint, save_torch
 from pipeline.training.config import CRITERIA, TrainConfig
@@ -55,6 +56,9 @@ class RunsConfig:
     schemes: tuple[str, ...] = ()  # empty: every scheme of the dataset
     loop: TrainConfig = field(default_factory=TrainConfig)  # the loop (epochs, lr, ...); its seed is set per run
     workers: int = 0  # runs trained at once, one process each (pipeline.training.parallel); 0: one per core
+    # pgc: the teacher standardises UGC inputs as it did its PGC training rows; ugc: its video-side
+    # standardisation is refitted on each UGC run's training videos (models.scaling.restandardise_videos)
+    teacher_scaling: str = "pgc"
 
     def __post_init__(self) -> None:
         self.seeds = tuple(int(s) for s in self.seeds)
@@ -67,6 +71,8 @@ class RunsConfig:
             raise ParamsError(f"train.seeds: {list(self.seeds)} repeats a seed")
         if not isinstance(self.workers, int) or self.workers < 0:
             raise ParamsError(f"train.workers: {self.workers!r}, expected an integer >= 0 (0: one per core)")
+        if self.teacher_scaling not in TEACHER_SCALINGS:
+            raise ParamsError(f"train.teacher_scaling: {self.teacher_scaling!r}, expected one of {TEACHER_SCALINGS}")
         self.loop.validate()
 
     def schemes_of(self, dataset: Dataset) -> list[str]:
@@ -251,7 +257,7 @@ def _copy_teachers(v: Variant, features: Features, dataset: Dataset, runs: RunsC
     for scheme in runs.schemes_of(dataset):
         data = build_train_data(features, dataset, scheme)
         for seed in runs.seeds:
-            model, _ = _teacher(v, teacher_dir, seed)
+            model, _ = _teacher(v, teacher_dir, seed, runs.teacher_scaling, data)
             score = validation_recall(model, data, runs.loop.val_k)
             _save(model, score, _loop(runs, seed), data, model_path(out_dir, scheme, seed))
             summaries[run_name(scheme, seed)] = _fitted_summary(score, {"teacher": f"s{seed}.pt"})
@@ -298,7 +304,7 @@ def train_run(shared: dict, scheme: str, seed: int) -> tuple[str, dict]:
         score = validation_recall(model, data, loop.val_k)
         _save(model, score, loop, data, path)
         return run, _fitted_summary(score, info)
-    teacher, extra = _teacher(v, shared["teacher_dir"], seed)
+    teacher, extra = _teacher(v, shared["teacher_dir"], seed, runs.teacher_scaling, data)
     live_dir, criteria_dir = shared["live_dir"], shared.get("criteria_dir")  # the sweep keeps each criterion's
     paths = None if criteria_dir is None else {c: Path(criteria_dir) / c / f"{run}.pt" for c in CRITERIA}
     s = _fit_one(model, data, loop, path, shared["work_dir"] / run, None if live_dir is None else live_dir / run,
@@ -309,8 +315,9 @@ def train_run(shared: dict, scheme: str, seed: int) -> tuple[str, dict]:
     return run, summary
 
 
-def _teacher(v: Variant, teacher_dir: Path | None, seed: int):
-    """(the frozen teacher of this seed, its file's md5 for the resume fingerprint), or (None, "")."""
+def _teacher(v: Variant, teacher_dir: Path | None, seed: int, scaling: str = "pgc", data: TrainData | None = None):
+    """(the frozen teacher of this seed, its file's md5 for the resume fingerprint), or (None, ""); with
+    scaling "ugc" its video inputs are restandardised on `data`'s training videos (train.teacher_scaling)."""
     if not v.uses_teacher:
         return None, ""
     if teacher_dir is None:
@@ -318,7 +325,11 @@ def _teacher(v: Variant, teacher_dir: Path | None, seed: int):
     path = teacher_path(teacher_dir, seed)
     if not path.exists():
         raise DataError(f"{path}: no teacher for seed {seed}; run train_teacher with the same train.seeds")
-    return load_model(path), file_md5(path)
+    teacher = load_model(path)
+    if scaling == "ugc":
+        restandardise_videos(teacher, data.scaling_rows())
+        return teacher, file_md5(path) + ":ugc"
+    return teacher, file_md5(path)
 
 
 def load_runs(root: str | Path, schemes: Sequence[str], seeds: Sequence[int]) -> dict[tuple[str, int], object]:

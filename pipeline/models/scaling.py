@@ -39,3 +39,20 @@ class Standardizer(nn.Module):
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         return (x - self.mean) / self.std
+
+
+TEACHER_SCALINGS = ("pgc", "ugc")  # params train.teacher_scaling
+
+
+@torch.no_grad()
+def restandardise_videos(model: nn.Module, rows: dict[str, torch.Tensor]) -> None:
+    """Refit `model`'s video-side standardisation (visual; text where it has one) on `rows`
+    (TrainData.scaling_rows of the UGC run it is applied to: training videos only).
+
+    Domain-specific normalisation (as AdaBN): a teacher fitted on PGC footage meets UGC inputs centred and
+    scaled as its own were, so a per-column offset or scale between the domains (world.pgc_domain_shift)
+    no longer reaches its encoders. Music keeps its fit: the same clips and features on both sides.
+    """
+    model.scalers["visual"].fit(rows["visual"], "UGC visual features")
+    if "text" in model.scalers and rows.get("text") is not None and rows["text"].shape[0] > 0:
+        model.scalers["text"].fit(rows["text"], "UGC text features")

@@ -42,3 +42,41 @@ def test_a_saved_model_carries_its_scaling(tmp_path):
     fresh.load_state_dict({k: v for k, v in model.state_dict().items() if not k.startswith("scalers.")}, strict=False)
     fresh.eval()
     assert not torch.allclose(fresh.music_embedding(batch), model.music_embedding(batch))
+
+
+def test_restandardise_videos_undoes_a_domain_offset_and_keeps_the_music_side(tmp_path):
+    """train.teacher_scaling: ugc. A teacher fitted on PGC rows, restandardised on UGC rows that are the same
+    content moved by a per-column offset and scale, embeds each UGC video as it embedded its PGC twin."""
+    from pipeline.experiment import RunsConfig, _teacher
+    from pipeline.models.baselines import variant
+    from pipeline.models.debcm import DebCMConfig
+    from pipeline.models.scaling import restandardise_videos
+    from pipeline.errors import ParamsError
+
+    torch.manual_seed(0)
+    model = CMVAE(5, 4, 3, CMVAEConfig(latent_dim=4, hidden_dims=(8,))).eval()
+    g = torch.Generator().manual_seed(2)
+    visual, music, text = (torch.randn(50, d, generator=g) for d in (5, 4, 3))
+    model.fit_scaling(visual, music, text)
+    pgc = {"visual": visual, "text": text, "text_mask": torch.ones(50, dtype=torch.bool)}
+    before = model.video_embedding(pgc)
+    ugc = {**pgc, "visual": visual * 3 + 5, "text": text * 0.5 - 2}  # the style shift: same content, other look
+    assert not torch.allclose(model.video_embedding(ugc), before, atol=1e-3)
+    music_mean = model.scalers["music"].mean.clone()
+    restandardise_videos(model, {"visual": ugc["visual"], "text": ugc["text"], "music": music * 9})
+    torch.testing.assert_close(model.video_embedding(ugc), before, atol=1e-4, rtol=1e-4)
+    assert torch.equal(model.scalers["music"].mean, music_mean)
+    # the experiment applies it to the loaded teacher only when asked, and tells the resume fingerprint
+    save_torch({"model": model_spec(model), "state_dict": model.state_dict()}, tmp_path / "s0.pt")
+
+    class Rows:
+        def scaling_rows(self):
+            return {"visual": visual, "text": text}
+
+    student = variant("student", DebCMConfig())
+    plain, fp = _teacher(student, tmp_path, 0)
+    refit, fp_ugc = _teacher(student, tmp_path, 0, "ugc", Rows())
+    torch.testing.assert_close(refit.scalers["visual"].mean, visual.mean(0))
+    assert torch.equal(plain.scalers["visual"].mean, model.scalers["visual"].mean) and fp_ugc == fp + ":ugc"
+    with pytest.raises(ParamsError, match="teacher_scaling"):
+        RunsConfig(teacher_scaling="both").validate()
