@@ -43,13 +43,15 @@ exps:
 	PATH="$(CURDIR)/$(BIN):$$PATH" $(BIN)/dvc exp show --no-pager --drop '.*' \
 		--keep 'Experiment|student\.kl_weight|(student|cmvae)\.(weak/truth/ndcg|t_diverse/full/recall)@25'
 
-# The pre-registered science grid (configs/science.yaml, reports/findings.md "Where does deconfounding help?"): every cell
-# queued as a DVC experiment, run one at a time, then reports/science.md and reports/science.png collected.
+# A pre-registered science grid (SCIENCE: configs/science.yaml, the v1 grid of reports/findings.md, or
+# configs/science_v2.yaml): every cell queued as a DVC experiment, run one at a time, then
+# reports/<name>.md, .png and .json collected.
+SCIENCE ?= configs/science_v2.yaml
 science:
-	PATH="$(CURDIR)/$(BIN):$$PATH" $(BIN)/python -m pipeline science queue
+	PATH="$(CURDIR)/$(BIN):$$PATH" $(BIN)/python -m pipeline science queue --config $(SCIENCE)
 	PATH="$(CURDIR)/$(BIN):$$PATH" $(BIN)/dvc queue start -j 1
 	while PATH="$(CURDIR)/$(BIN):$$PATH" $(BIN)/dvc queue status | grep -qE 'Queued|Running'; do sleep 60; done
-	PATH="$(CURDIR)/$(BIN):$$PATH" $(BIN)/python -m pipeline science collect
+	PATH="$(CURDIR)/$(BIN):$$PATH" $(BIN)/python -m pipeline science collect --config $(SCIENCE)
 
 # Fast tests in parallel, then one end-to-end `dvc repro` on a tiny params file (tests/e2e), local-vs-Ray, and
 # the edges through `dvc repro` (a failed or killed ingest, media.on_error: skip from ingest to split).

@@ -14,6 +14,7 @@ paired verdicts against CMVAE) and reports/science.png.
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import itertools
 import json
 import logging
@@ -35,18 +36,32 @@ log = logging.getLogger(__name__)
 class Grid:
     name: str
     fixed: dict  # params key -> value, the same in every cell
-    axes: dict  # params key -> list of values (the grid is their product)
+    # params key -> list of values, or a named axis: name -> {value name: {params key: value}} (the grid is
+    # their product; a named value sets every key of its mapping, e.g. pgc: {clean: {}, shifted: {...}})
+    axes: dict
     metrics: list  # claim.json metric keys reported per cell
     baseline: str
-    figure: list  # the metrics drawn against b in reports/science.png
+    figure: list  # the metrics drawn against the first axis in reports/<name>.png
+    hypotheses: list = dataclasses.field(default_factory=list)  # pre-registered (pipeline/report/hypotheses.py)
 
     def cells(self) -> list[dict]:
         keys = list(self.axes)
-        return [dict(zip(keys, values)) for values in itertools.product(*(self.axes[k] for k in keys))]
+        return [dict(zip(keys, values)) for values in itertools.product(*(list(self.axes[k]) for k in keys))]
+
+    def cell_params(self, cell: dict) -> dict:
+        """The params keys a cell sets: plain axes directly, a named axis's value through its mapping."""
+        out = {}
+        for key, value in cell.items():
+            out.update(self.axes[key][value] or {} if isinstance(self.axes[key], dict) else {key: value})
+        return out
 
     def cell_name(self, cell: dict) -> str:
         short = {"world.preference_exponent": "b", "world.content_coupling": "c"}
-        return f"{self.name}-" + "-".join(f"{short.get(k, k.split('.')[-1])}{v:g}" for k, v in cell.items())
+        return f"{self.name}-" + "-".join(f"{short.get(k, k.split('.')[-1])}{_short(v)}" for k, v in cell.items())
+
+
+def _short(v) -> str:
+    return f"{v:g}" if isinstance(v, (int, float)) else str(v)
 
 
 def load_grid(path: str | Path = CONFIG) -> Grid:
@@ -54,19 +69,23 @@ def load_grid(path: str | Path = CONFIG) -> Grid:
     for key in ("name", "fixed", "grid", "metrics", "figure"):
         if key not in raw:
             raise ParamsError(f"{path}: missing {key!r}")
-    return Grid(raw["name"], dict(raw["fixed"]), dict(raw["grid"]), list(raw["metrics"]), raw.get("baseline", "cmvae"),
-                list(raw["figure"]))
+    grid = Grid(raw["name"], dict(raw["fixed"]), dict(raw["grid"]), list(raw["metrics"]), raw.get("baseline", "cmvae"),
+                list(raw["figure"]), list(raw.get("hypotheses") or []))
+    from pipeline.report.hypotheses import check_hypotheses
+
+    check_hypotheses(grid.hypotheses, grid.cells())
+    return grid
 
 
 def _value(v) -> str:
     """A value as `dvc exp run -S` parses it (YAML flow style; null as null)."""
-    return yaml.safe_dump(v, default_flow_style=True).strip().removesuffix("\n...").strip()
+    return yaml.safe_dump(v, default_flow_style=True, width=float("inf")).strip().removesuffix("\n...").strip()
 
 
 def queue_commands(grid: Grid) -> list[list[str]]:
     out = []
     for cell in grid.cells():
-        sets = [f"{k}={_value(v)}" for k, v in {**grid.fixed, **cell}.items()]
+        sets = [f"{k}={_value(v)}" for k, v in {**grid.fixed, **grid.cell_params(cell)}.items()]
         out.append(["dvc", "exp", "run", "--queue", "--name", grid.cell_name(cell),
                     *itertools.chain.from_iterable(("-S", s) for s in sets)])
     return out
@@ -85,9 +104,9 @@ def _experiments() -> dict[str, str]:
     return found
 
 
-def _claim(rev: str) -> dict:
-    text = subprocess.run(["git", "show", f"{rev}:reports/claim.json"], capture_output=True, text=True, check=True)
-    return json.loads(text.stdout)
+def _claim(rev: str, path: str = "reports/claim.json", missing_ok: bool = False) -> dict:
+    text = subprocess.run(["git", "show", f"{rev}:{path}"], capture_output=True, text=True, check=not missing_ok)
+    return json.loads(text.stdout) if text.returncode == 0 else {}
 
 
 def cell_table(grid: Grid, claims: dict[str, dict]) -> list[dict]:
@@ -97,14 +116,14 @@ def cell_table(grid: Grid, claims: dict[str, dict]) -> list[dict]:
         claim = claims.get(grid.cell_name(cell))
         if claim is None:
             continue
-        verdicts = {(v["challenger"], v["metric"]): v for v in claim["verdicts"]}
+        verdicts = {(v["challenger"], v.get("baseline", "cmvae"), v["metric"]): v for v in claim["verdicts"]}
         for variant, metrics in claim["variants"].items():
             for metric in grid.metrics:
                 if metric not in metrics:
                     continue
                 m = metrics[metric]
                 signed = metric.replace("abs_bias_amplification", "bias_amplification")
-                v = verdicts.get((variant, signed), {})
+                v = verdicts.get((variant, grid.baseline, signed), {})
                 rows.append({**cell, "variant": variant, "metric": metric, "value": m["value"], "low": m["low"],
                              "high": m["high"], "videos": m["videos"], "effect": v.get("effect"),
                              "p_holm": v.get("p_holm"), "verdict": v.get("verdict", "–" if variant == grid.baseline
@@ -126,7 +145,7 @@ def science_md(grid: Grid, rows: list[dict], missing: Sequence[str]) -> str:
         sub = table[(table[list(cell)] == pd.Series(cell)).all(axis=1)] if len(table) else table
         if sub.empty:
             continue
-        lines.append(f"## {', '.join(f'{k} = {v:g}' for k, v in cell.items())}\n")
+        lines.append(f"## {', '.join(f'{k} = {_short(v)}' for k, v in cell.items())}\n")
         lines.append("| variant | " + " | ".join(grid.metrics) + " |")
         lines.append("|---|" + "---|" * len(grid.metrics))
         for variant in dict.fromkeys(sub["variant"]):
@@ -154,8 +173,8 @@ def science_figure(grid: Grid, rows: list[dict], path: Path, metrics: Sequence[s
     from matplotlib import pyplot as plt
 
     table = pd.DataFrame(rows)
-    b_key, c_key = "world.preference_exponent", "world.content_coupling"
-    couplings = grid.axes[c_key]
+    b_key, c_key = list(grid.axes)[:2]  # x: the first axis (taste strength b); a column of panels per second
+    couplings = list(grid.axes[c_key])
     fig, axes = plt.subplots(len(metrics), len(couplings), figsize=(5 * len(couplings), 3.6 * len(metrics)),
                              dpi=100, squeeze=False)
     for i, metric in enumerate(metrics):
@@ -173,7 +192,7 @@ def science_figure(grid: Grid, rows: list[dict], path: Path, metrics: Sequence[s
                 low, high = v["low"].to_numpy(dtype=float), v["high"].to_numpy(dtype=float)
                 err = np.clip(np.vstack([y - low, high - y]), 0, None)
                 ax.errorbar(x, y, yerr=err, marker="o", capsize=2, label=variant)
-            ax.set_title(f"{metric}, content coupling {c:g}", fontsize=9)
+            ax.set_title(f"{metric}, {c_key.split('.')[-1]} {_short(c)}", fontsize=9)
             ax.set_xlabel("taste strength b (world.preference_exponent)")
             if variants:
                 ax.legend(fontsize=6, ncols=2)
@@ -183,25 +202,56 @@ def science_figure(grid: Grid, rows: list[dict], path: Path, metrics: Sequence[s
 
 
 def collect(grid: Grid, out: Path = Path("reports")) -> list[str]:
-    """reports/science.md and reports/science.png from every finished cell; the missing cells' names."""
+    """reports/<name>.md, .png and .json from every finished cell (with hypotheses: their experiment-wide
+    verdicts, each cell's selection regret and teacher guard); the missing cells' names."""
     from pipeline.io import atomic_path
+    from pipeline.report.hypotheses import evaluate, hypotheses_md
 
     experiments = _experiments()
-    claims, missing = {}, []
+    claims, selections, missing = {}, {}, []
     for cell in grid.cells():
         name = grid.cell_name(cell)
         if name in experiments:
             claims[name] = _claim(experiments[name])
+            selections[name] = _claim(experiments[name], "reports/selection.json", missing_ok=True)
         else:
             missing.append(name)
     rows = cell_table(grid, claims)
-    with atomic_path(out / "science.md") as tmp:
-        tmp.write_text(science_md(grid, rows, missing), encoding="utf-8")
-    with atomic_path(out / "science.png") as tmp:
+    text = science_md(grid, rows, missing)
+    extra = {}
+    if grid.hypotheses:
+        tests, outcomes = evaluate(grid.hypotheses, lambda cell: grid.cell_name({k: cell[k] for k in grid.axes}),
+                                   claims, selections)
+        text = hypotheses_md(grid.hypotheses, tests, outcomes) + "\n" + text + "\n" + selection_md(grid, selections)
+        extra = {"hypotheses": outcomes, "tests": tests, "selection": selections}
+    with atomic_path(out / f"{grid.name}.md") as tmp:
+        tmp.write_text(text, encoding="utf-8")
+    with atomic_path(out / f"{grid.name}.png") as tmp:
         science_figure(grid, rows, tmp, grid.figure)
-    with atomic_path(out / "science.json") as tmp:
-        tmp.write_text(json.dumps(rows, indent=1, sort_keys=True) + "\n")
+    with atomic_path(out / f"{grid.name}.json") as tmp:
+        tmp.write_text(json.dumps({"cells": rows, **extra} if extra else rows, indent=1, sort_keys=True) + "\n")
     return missing
+
+
+def selection_md(grid: Grid, selections: dict[str, dict]) -> str:
+    """Each cell's truth-free kl_weight choices with their regret, and its teacher guard."""
+    lines = ["## Choosing kl_weight without truth, per cell (regret: truth NDCG of the truth-best weight minus "
+             "the chosen one's)\n", "| cell | criterion | chosen kl_weight | its truth NDCG | truth-best kl_weight "
+             "| regret |", "|---|---|---|---|---|---|"]
+    guards = ["\n## Teacher guard per cell (truth-free)\n", "| cell | teacher UGC val Recall | UGC-only val Recall "
+              "| visual domain AUC | warns |", "|---|---|---|---|---|"]
+    for cell in grid.cells():
+        name = grid.cell_name(cell)
+        sel = selections.get(name) or {}
+        for r in sel.get("selection", []):
+            lines.append(f"| {name} | {r['criterion']} | {r['chosen_kl_weight']:g} | "
+                         f"{r.get('chosen_truth_ndcg', float('nan')):.4f} | {r.get('best_kl_weight', float('nan')):g} "
+                         f"| {r.get('regret', float('nan')):.4f} |")
+        g = sel.get("guard") or {}
+        if g:
+            guards.append(f"| {name} | {g['teacher_val']:.4f} | {g.get('reference_val', float('nan')):.4f} | "
+                          f"{g['domain_auc'].get('visual', float('nan')):.3f} | {'yes' if g.get('warning') else 'no'} |")
+    return "\n".join(lines + guards) + "\n"
 
 
 def main(argv: Sequence[str] | None = None) -> int:

@@ -1,12 +1,23 @@
 """The one gate to the simulated world's truth: where it lives, and a guard that keeps training off it.
 
 Truth (true genres, compatibility of every video to every music clip) exists only for the simulated
-world and only evaluation may read it. `forbid_truth_reads()` makes any later read of a path inside a
-`truth/` directory fail in this process, however it is opened:
-- Python-level opens (open, io, pathlib, numpy's load/memmap/fromfile, pandas' CSV/JSON readers, torch.load)
-  and directory listings raise an audit event, which an audit hook refuses;
-- Apache Arrow opens files in C++ without an audit event, so the Python entry points of pyarrow (and
-  pandas' Arrow-backed readers, which call them) are wrapped to check their path arguments first.
+world and only evaluation may read it. Two defences, the first of which is the one that holds:
+
+1. Training cannot reach it. Truth lives in data/world/truth and data/raw/truth; no training stage
+   (train_teacher, train_student, baselines, sweep) has data/world or data/raw among its DVC deps: they read
+   data/features and data/dataset, which split and the extractors write without truth
+   (tests/test_truth.py checks dvc.yaml for this).
+2. A tripwire, not a sandbox. `forbid_truth_reads()` makes a later read of a path that names a `truth/`
+   directory fail in this process when it goes through:
+   - Python-level opens (open, io, pathlib, numpy's load/memmap/fromfile, pandas' CSV/JSON readers,
+     torch.load) and directory listings of such a path: an audit hook refuses their audit events;
+   - the pyarrow / pandas readers listed in _ARROW_READERS (Arrow opens files in C++ without an audit
+     event), wrapped to check their path arguments first.
+   It does NOT cover: readers reached by another name (e.g. `pq.read_pandas`, `pyarrow.parquet.core.
+   read_table` imported before the guard, `pyarrow.fs.LocalFileSystem().open_input_file`), a path that does
+   not name `truth/` (a symlink to it, a relative path after `os.chdir` into it, a read of a parent
+   directory's files by glob), or native code. It catches a training change that reaches for truth by its
+   name, nothing more; the deps rule above is what keeps training off it.
 """
 from __future__ import annotations
 

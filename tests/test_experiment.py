@@ -274,7 +274,7 @@ def test_the_2x2_cells_cmvae_kl_learns_from_the_teacher_and_teacher_is_the_teach
     batch = data.batch(torch.arange(8))
     v_z, m_z = model.video_embedding(batch), model.music_embedding(batch)
     assert torch.all(m_z[:, -1] == 0) and torch.allclose(model.score(v_z, m_z)[:, :], v_z @ m_z.t())
-    teacher = train_variant("teacher", feats, ds, STUDENT, one_run(), tmp_path / "t", tmp_path / "w",
+    teacher = train_variant("teacher_alone", feats, ds, STUDENT, one_run(), tmp_path / "t", tmp_path / "w",
                             teacher_dir=tmp_path / "teacher")
     copied = load_model(model_path(tmp_path / "t", "weak", 0))
     original = load_model(teacher_path(tmp_path / "teacher", 0))

@@ -60,3 +60,17 @@ def test_every_reader_is_refused_in_a_training_process(reader, tmp_path):
     assert r.returncode == 3, (reader, r.stdout[-500:], r.stderr[-2000:])
     assert "(1, 1)" in r.stdout and "READ IT" not in r.stdout
     assert "DataError" in r.stdout and "must not" in r.stdout, r.stdout
+
+
+def test_no_training_stage_depends_on_a_folder_that_holds_truth():
+    """The defence that holds (pipeline/truth.py): truth lives under data/world and data/raw, and no training
+    stage lists either among its deps, so a training command reads only what split and the extractors wrote."""
+    import yaml
+
+    stages = yaml.safe_load((Path(__file__).resolve().parents[1] / "dvc.yaml").read_text())["stages"]
+    for name in ("train_teacher", "train_student", "baselines", "sweep"):
+        deps = [str(d) for d in stages[name]["deps"]]
+        holding = [d for d in deps if d.split("/")[:2] in (["data", "world"], ["data", "raw"]) or "truth" in d
+                   and not d.endswith("truth.py")]
+        assert holding == [], f"{name} depends on {holding}, which hold the simulated world's truth"
+        assert "data/dataset" in deps and "data/features/video" in deps

@@ -48,7 +48,7 @@ CONTRAST_MEANING = {
     ("student", "no_teacher"): "the teacher, given the adjustment",
     ("no_teacher", "cmvae"): "the adjustment, without the teacher",
     ("student", "linear_pgc"): "the method against a ridge map on UGC + PGC",
-    ("student", "teacher"): "the student against its teacher alone",
+    ("student", "teacher_alone"): "the student against its teacher alone",
 }
 FAMILIES = ("confirmatory", "exploratory", "degenerate")
 

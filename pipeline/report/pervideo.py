@@ -23,7 +23,8 @@ PAPER_BASELINES = ("cevar", "cmvbr", "dscmr", "uwml", "dual_vae", "da_vae", "cro
 SIMPLE_BASELINES = ("linear", "cca", "popularity", "random")
 REFERENCES = PAPER_BASELINES + SIMPLE_BASELINES
 # The report's row order: the paper's model, its ablations, the debiasing alternatives, then the references.
-VARIANT_ORDER = ("student", "cmvae_kl", "no_teacher", "cmvae", "teacher", "decrs", "interaction", "interaction_content", "ips",
+VARIANT_ORDER = ("student", "cmvae_kl", "no_teacher", "cmvae", "teacher_alone", "decrs", "interaction",
+                 "interaction_content", "ips",
                  "dual_ips", "calibration", *REFERENCES)
 REQUIRED = ("variant", "seed", "set", "video_id", "weight", "rank_sampled", "rank_full")
 RANKED = ("sampled", "full")  # protocols that rank the chosen music (weighted by lambda_v)

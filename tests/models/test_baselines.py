@@ -61,7 +61,7 @@ def test_every_variant_builds_a_registered_class_with_its_metadata():
     # the UGC + PGC column: non-debiased rows train on the union, debiased ones distil from the teacher
     assert {n for n, s in REGISTRY.items() if s.union} == {"cmvae_pgc", "popularity_pgc", "linear_pgc", "cca_pgc"}
     teacher = {n for n in VARIANTS if variant(n, STUDENT).uses_teacher}
-    assert teacher == {"student", "cmvae_kl", "teacher", "ips_pgc", "dual_ips_pgc", "decrs_pgc"}
+    assert teacher == {"student", "cmvae_kl", "teacher_alone", "ips_pgc", "dual_ips_pgc", "decrs_pgc"}
     assert not variant("ips_pgc", STUDENT, BaselineParams(distill_weight=0.0)).uses_teacher
 
 

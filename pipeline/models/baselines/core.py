@@ -90,8 +90,8 @@ def cmvae_kl(s, p):
     return _debcm(dataclasses.replace(s, confounder="none"))
 
 
-@register("teacher", kind="teacher", data="pgc", teacher=True, table="DebCM 2x2 (docs/architecture.md section 10)",
+@register("teacher_alone", kind="teacher", data="pgc", teacher=True, table="DebCM 2x2 (docs/architecture.md section 10)",
           row="CMVAE teacher, PGC only")
-def teacher(s, p):
+def teacher_alone(s, p):
     """The PGC teacher of each seed, unchanged, scored on the UGC test sets."""
     return cmvae(s, p)  # the teacher's class; pipeline.experiment copies the trained teacher instead of training
