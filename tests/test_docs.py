@@ -201,6 +201,22 @@ def test_the_variant_count_the_architecture_states_is_the_registrys():
         "(`python -m pipeline.models.baselines --names` plus the student): update the page")
 
 
+def test_the_architecture_stage_table_names_the_params_groups_dvc_tracks():
+    """Section 2's params column and dvc.yaml's `params:` name the same groups for every stage."""
+    groups = set(yaml.safe_load((ROOT / "params.yaml").read_text()))
+    stages = yaml.safe_load((ROOT / "dvc.yaml").read_text())["stages"]
+    rows = {}
+    for line in (ROOT / "docs/architecture.md").read_text().splitlines():
+        cells = [c.strip() for c in line.strip().strip("|").split("|")]
+        if len(cells) == 4 and (m := re.match(r"`(\w+)`", cells[0])) and m.group(1) in stages:
+            rows[m.group(1)] = {t.split(".")[0] for t in CODE_SPAN.findall(cells[1])} & groups
+    assert set(rows) == set(stages), f"section 2's table lists {sorted(rows)}, dvc.yaml has {sorted(stages)}"
+    for name, stage in stages.items():
+        tracked = {str(p).split(".")[0] for p in stage.get("params", [])}
+        assert rows[name] == tracked, f"docs/architecture.md section 2, stage {name}: params {sorted(rows[name])}, " \
+            f"dvc.yaml tracks {sorted(tracked)}"
+
+
 # Where params files are read (docs/architecture.md section 4): the stages, and the command lines inside the
 # package; every other library function takes typed arguments.
 PARAMS_READERS = {("pipeline/config.py", "load_params"), ("pipeline/sweep.py", "main"),
