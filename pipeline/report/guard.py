@@ -49,7 +49,11 @@ def teacher_guard(dataset: Dataset, features: Features, models: Path, scheme: st
                   reference: str = "cmvae") -> dict:
     """{teacher_val, reference, reference_val, domain_auc: {modality: auc}, warning} (means over seeds); {}
     without PGC or trained teachers."""
-    teachers = [teacher_path(models / "teacher", s) for s in seeds]
+    # the teacher_alone variant's models when it ran (they carry train.teacher_scaling, as the student's teacher
+    # does), else the teachers as trained
+    teachers = [model_path(models / "baselines" / "teacher_alone", scheme, s) for s in seeds]
+    if not all(p.exists() for p in teachers):
+        teachers = [teacher_path(models / "teacher", s) for s in seeds]
     if dataset.pgc.empty or not all(p.exists() for p in teachers):
         return {}
     data = build_train_data(features, dataset, scheme)
