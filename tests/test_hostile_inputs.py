@@ -244,6 +244,23 @@ def test_ingest_skips_a_video_failing_the_header_probe(tmp_path, media, caplog):
     assert any("clip01" in r.getMessage() and "skipped" in r.getMessage() for r in caplog.records)
 
 
+def test_ingest_of_a_world_skips_a_video_failing_the_header_probe(tmp_path):
+    from pipeline.data.world import WorldParams
+    from pipeline.data.worldgen import build_world
+
+    build_world(WorldParams(n_music=8, n_videos=16, n_uploaders=2, n_pgc=4, n_channels=2, n_corpus_per_genre=1,
+                            music_seconds=2, video_seconds=2, workers=1), tmp_path / "world")
+    videos = pd.read_parquet(tmp_path / "world/videos.parquet")
+    bad = videos[videos["kind"] == "ugc"].iloc[0]
+    (tmp_path / "world" / bad["path"]).write_bytes(b"not a video")
+    with pytest.raises(PipelineError, match="media.on_error: skip"):
+        ingest("world", tmp_path / "world", tmp_path / "raw")
+    info = ingest("world", tmp_path / "world", tmp_path / "raw", on_error="skip")
+    pairs = pd.read_parquet(tmp_path / "raw/pairs.parquet")
+    assert [s["id"] for s in info["media_skipped"]] == [bad["video_id"]] and bad["video_id"] not in set(pairs["video_id"])
+    assert len(pd.read_parquet(tmp_path / "raw/videos.parquet")) == len(videos) - 1
+
+
 def test_the_lstm_labeller_skips_a_silent_clip_by_its_id(tmp_path, media, monkeypatch):
     from pipeline.genre import label
 
