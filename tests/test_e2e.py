@@ -45,7 +45,7 @@ def repo(tmp_path_factory):
 
 
 @pytest.mark.slow
-def test_dvc_repro_runs_then_is_up_to_date(repo):
+def test_dvc_repro_runs_then_is_up_to_date(repo, tmp_path):
     _run(["dvc", "repro"], repo)
     for path in ("data/raw/videos.parquet", "data/raw/music.parquet", "data/raw/pairs.parquet",
                  "data/features/video/video_visual.npy", "data/features/music/music_audio.npy",
@@ -61,7 +61,7 @@ def test_dvc_repro_runs_then_is_up_to_date(repo):
                  "plots/recall/weak_full.csv", "plots/ndcg/truth.csv",
                  "reports/claim.md", "reports/tables.md", "reports/genre_share.csv", "reports/genre_share.png",
                  "reports/case_study.md", "reports/seeds.json", "reports/kl_sweep.csv", "reports/intervention.csv",
-                 "reports/sweeps.png", "reports/degradations.md", "metrics/headline.json"):
+                 "reports/sweeps.png", "reports/degradations.md", "metrics/headline.json", "reports/index.html"):
         assert (repo / path).exists(), path
     shares = (repo / "reports/genre_share.csv").read_text().splitlines()
     assert shares[0].startswith("source,") and any(line.startswith("student,") for line in shares)
@@ -75,6 +75,7 @@ def test_dvc_repro_runs_then_is_up_to_date(repo):
     assert "metrics/headline.json" in shown and "metrics/variants" not in shown  # the per-variant tables are outs
     assert all((repo / f"metrics/variants/{n}.json").exists() for n in ("cmvae", "decrs", "interaction", "linear", "cca"))
     _recommend_ranks_the_pool_and_refuses_bad_videos(repo)
+    _pages_play_offline(repo, tmp_path)
     out = _run(["dvc", "repro"], repo)
     assert "up to date" in out and "Running stage" not in out
     out = _run(["dvc", "status"], repo)
@@ -96,6 +97,22 @@ def _recommend_ranks_the_pool_and_refuses_bad_videos(repo):
     r = subprocess.run([sys.executable, "-m", "pipeline", "recommend", "broken.mp4"], cwd=repo, env=env,
                        capture_output=True, text=True)
     assert r.returncode != 0 and "broken.mp4" in r.stderr and "Traceback" not in r.stderr
+
+
+def _pages_play_offline(repo: Path, shots: Path) -> None:
+    """reports/index.html and `recommend --html` as a user opens them: every video and song loads in Chromium
+    with the network off (screenshots in `shots`)."""
+    from chromium import visit_offline
+
+    video = "data/raw/" + pd.read_parquet(repo / "data/raw/videos.parquet")["path"].iloc[0]
+    _run([sys.executable, "-m", "pipeline", "recommend", video, "--top", "3", "--html", str(shots / "rec.html")], repo)
+    for page, videos, songs in ((repo / "reports/index.html", 2, 2 * 3), (shots / "rec.html", 1, 3)):
+        seen = visit_offline(page, shots / page.stem, shots / f"{page.stem}.png", timeout=120)
+        assert seen["errors"] == [] and seen["requests"] == [], (page, seen)
+        kinds = [m["width"] is not None for m in seen["players"]]
+        assert sum(kinds) >= videos and len(kinds) - sum(kinds) >= songs, (page, seen["players"])
+        assert all(m["ready"] >= 1 and m["duration"] > 0 for m in seen["players"]), (page, seen["players"])
+        assert seen["decoded"], page
 
 
 @pytest.mark.slow

@@ -22,13 +22,15 @@ log = logging.getLogger(__name__)
 # what Chromium, Firefox and Safari decode in a <video> element (Debian's chromium included: measured)
 BROWSER_CODECS = {"h264", "vp8", "vp9", "av1"}
 BROWSER_CONTAINERS = {"mp4", "mov", "webm", "matroska"}
+# claim.json's verdict fields a reader looks at first; any others follow in the file's order
+LEADING = ("metric", "baseline", "family", "verdict", "effect", "low", "high", "p_holm")
 NO_MEDIA = ("This source ships no media files (a feature release): the page lists the ids a model "
             "ranked, with nothing to play.")
 
 STYLE = """body{font-family:system-ui,sans-serif;margin:1.5em;color:#222;max-width:1800px}
 h1{font-size:1.5em}h2{margin-top:1.6em;border-bottom:1px solid #ccc}h3{margin-bottom:.2em}
 table{border-collapse:collapse;font-size:.85em;margin:.5em 0}td,th{border:1px solid #ddd;padding:2px 6px}
-th{background:#f4f4f4}td.num{text-align:right;font-variant-numeric:tabular-nums}
+th{background:#f4f4f4}.wide{overflow-x:auto}td.num{text-align:right;font-variant-numeric:tabular-nums}
 .v-yes{background:#c6efce;font-weight:bold}.v-no{color:#666}.note{color:#8a4b00}
 figure{display:inline-block;margin:0 1em 1em 0}figure img{max-width:100%;border:1px solid #eee}
 .case{display:flex;gap:1.5em;align-items:flex-start;margin-bottom:2em}.case video{width:320px;background:#000}
@@ -123,6 +125,8 @@ def _cell(value) -> tuple[str, str]:
         return f"{value:.4f}", "num"
     if isinstance(value, int):
         return str(value), "num"
+    if isinstance(value, list) and all(isinstance(v, (int, float)) and not isinstance(v, bool) for v in value):
+        return ", ".join(_cell(v)[0] for v in value), "num"
     if isinstance(value, (dict, list)):
         return json.dumps(value, sort_keys=True, separators=(",", ":")), ""
     return str(value), ""
@@ -133,7 +137,8 @@ def claim_html(claim: Mapping | None) -> str:
     verdicts = list((claim or {}).get("verdicts") or [])
     if not verdicts:
         return "<p class='note'>reports/claim.json has no verdicts.</p>"
-    columns = list(dict.fromkeys(k for row in verdicts for k in row if k != "challenger"))
+    found = list(dict.fromkeys(k for row in verdicts for k in row if k != "challenger"))
+    columns = [c for c in LEADING if c in found] + [c for c in found if c not in LEADING]
     parts = []
     for challenger in dict.fromkeys(str(row.get("challenger", "")) for row in verdicts):
         rows = [r for r in verdicts if str(r.get("challenger", "")) == challenger]
@@ -147,7 +152,8 @@ def claim_html(claim: Mapping | None) -> str:
                 cells.append(f"<td class='{cls}'>{html.escape(text)}</td>" if cls else f"<td>{html.escape(text)}</td>")
             body.append("<tr>" + "".join(cells) + "</tr>")
         head = "".join(f"<th>{html.escape(c)}</th>" for c in columns)
-        parts.append(f"<h3>{html.escape(challenger)}</h3>\n<table><tr>{head}</tr>\n" + "\n".join(body) + "</table>")
+        parts.append(f"<h3>{html.escape(challenger)}</h3>\n<div class='wide'><table><tr>{head}</tr>\n"
+                     + "\n".join(body) + "</table></div>")
     return "\n".join(parts)
 
 
@@ -213,6 +219,8 @@ def report_page(out: Path, media: RawMedia, cases: Sequence[Case], heading: str)
                                          ("sweeps.png", "teacher weight and intervention sweeps"))
                if (out / n).exists()]
     figures += [(f"{p.stem}: the science grid", p) for p in sorted(out.glob("science*.png"))]
+    heading += (" The players link the media by paths relative to this page (data/raw/ of the workspace): open it "
+                "where `dvc repro` or `dvc pull` has put data/raw.")
     write_page(out / "index.html", "bgm-pipeline: look and listen", heading, cases, media, claim=claim,
                figures=figures, note=None if media.any() or not cases else NO_MEDIA)
 
@@ -223,5 +231,5 @@ def recommend_page(results: Sequence[Mapping], path: Path, raw: Path, model: str
     cases = [Case(Path(r["video"]).name, str(r["video"]), Path(r["video"]),
                   {model: [Track(m["music_id"], m["genre"], m["score"]) for m in r["music"]]}) for r in results]
     write_page(path, "bgm-pipeline: music for your videos", f"Top {max((len(r['music']) for r in results), default=0)}"
-               f" music of the dataset's pool per video, ranked by {model}.", cases, media,
+               f" music of the dataset's pool per video, ranked by {model}; links relative to this page.", cases, media,
                note=None if any(p is not None for p in media.music.values()) else NO_MEDIA)
