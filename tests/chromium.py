@@ -19,6 +19,7 @@ import pytest
 
 FLAGS = ("--headless", "--no-sandbox", "--disable-gpu", "--disable-quic", "--no-first-run",
          "--disable-background-networking", "--disable-component-update", "--disable-sync", "--mute-audio",
+         "--disable-dev-shm-usage",  # containers (CI) often have a small /dev/shm
          # nothing leaves the machine even if a page asks: names do not resolve, and any proxy use goes nowhere
          "--host-resolver-rules=MAP * ~NOTFOUND", "--proxy-server=127.0.0.1:9")
 LOCAL = ("file:", "data:", "about:", "blob:")
@@ -60,6 +61,14 @@ class Tab:
         os.close(child_r)
         os.close(child_w)
         self._out, self._in = to_w, from_r
+        try:
+            self._open_tab()
+        except BaseException:
+            self.__exit__()
+            raise
+        return self
+
+    def _open_tab(self) -> None:
         target = self._call("Target.createTarget", {"url": "about:blank"})["targetId"]
         self._session = self._call("Target.attachToTarget", {"targetId": target, "flatten": True})["sessionId"]
         for domain in ("Page", "Runtime", "Log", "Network"):
@@ -69,7 +78,6 @@ class Tab:
         self.call("Network.setBlockedURLs", {"urls": ["http://*", "https://*", "ws://*", "wss://*"]})
         self.call("Emulation.setDeviceMetricsOverride", {"width": self.size[0], "height": self.size[1],
                                                          "deviceScaleFactor": 1, "mobile": False})
-        return self
 
     def __exit__(self, *exc) -> None:
         try:
