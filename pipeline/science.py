@@ -91,17 +91,24 @@ def queue_commands(grid: Grid) -> list[list[str]]:
     return out
 
 
-def _experiments() -> dict[str, str]:
-    """Experiment name -> its commit, from `dvc exp show --json` (every branch's experiments)."""
-    out = subprocess.run(["dvc", "exp", "show", "--json", "--all-commits", "--no-fetch"], capture_output=True,
-                         text=True, check=True).stdout
+def finished(shown: list) -> dict[str, str]:
+    """Experiment name -> its commit, of the experiments in `dvc exp show --json` output that finished: a
+    queued or running one is listed too, under its queue commit, whose reports are the baseline's."""
     found = {}
-    for commit in json.loads(out):
+    for commit in shown:
         for exp in commit.get("experiments") or []:
+            state = (exp.get("executor") or {}).get("state", "success")
             for rev in exp.get("revs") or []:
-                if rev.get("name") and rev.get("rev"):
+                if rev.get("name") and rev.get("rev") and state == "success":
                     found[rev["name"]] = rev["rev"]
     return found
+
+
+def _experiments() -> dict[str, str]:
+    """Experiment name -> its commit, every branch's finished experiments (`dvc exp show --json`)."""
+    out = subprocess.run(["dvc", "exp", "show", "--json", "--all-commits", "--no-fetch"], capture_output=True,
+                         text=True, check=True).stdout
+    return finished(json.loads(out))
 
 
 def _claim(rev: str, path: str = "reports/claim.json", missing_ok: bool = False) -> dict:
@@ -220,9 +227,12 @@ def collect(grid: Grid, out: Path = Path("reports")) -> list[str]:
     text = science_md(grid, rows, missing)
     extra = {}
     if grid.hypotheses:
-        tests, outcomes = evaluate(grid.hypotheses, lambda cell: grid.cell_name({k: cell[k] for k in grid.axes}),
-                                   claims, selections)
-        text = hypotheses_md(grid.hypotheses, tests, outcomes) + "\n" + text + "\n" + selection_md(grid, selections)
+        def named(cell):
+            return grid.cell_name({k: cell[k] for k in grid.axes})
+
+        tests, outcomes = evaluate(grid.hypotheses, named, claims, selections)
+        text = (hypotheses_md(grid.hypotheses, tests, outcomes, named) + "\n" + text + "\n"
+                + selection_md(grid, selections))
         extra = {"hypotheses": outcomes, "tests": tests, "selection": selections}
     with atomic_path(out / f"{grid.name}.md") as tmp:
         tmp.write_text(text, encoding="utf-8")

@@ -95,7 +95,8 @@ def _num(x, signed=True) -> str:
     return f"{x:+.4f}" if signed else f"{x:.4f}"
 
 
-def hypotheses_md(hypotheses: Sequence[Mapping], tests: Sequence[dict], outcomes: Sequence[dict]) -> str:
+def hypotheses_md(hypotheses: Sequence[Mapping], tests: Sequence[dict], outcomes: Sequence[dict],
+                  cell_name=str) -> str:
     n = sum(not math.isnan(t["p"]) for t in tests)
     lines = ["## Pre-registered hypotheses\n",
              f"Holm over the {n} confirmatory tests of the whole experiment (every cell; p seed-aware, "
@@ -111,7 +112,7 @@ def hypotheses_md(hypotheses: Sequence[Mapping], tests: Sequence[dict], outcomes
                          f"[{_num(t['low'])}, {_num(t['high'])}] | {_num(t['p'], False)} | {_num(t['p_holm'], False)} "
                          f"| {t['verdict']} | {t['expect']} | {mark} |")
         for c in h.get("checks") or []:
-            lines.append(f"| {c['cell']} | teacher guard | warns? | | | | | | {'warns' if c['guard_warns'] else 'silent'}"
-                         " | see below |")
+            lines.append(f"| {cell_name(c['cell'])} | teacher guard | warns? | | | | | | "
+                         f"{'warns' if c['guard_warns'] else 'silent'} | see the guard table |")
         lines.append("")
     return "\n".join(lines)

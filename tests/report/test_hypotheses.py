@@ -80,3 +80,17 @@ def test_the_committed_v2_grid_has_six_named_cells_and_a_family_of_fourteen_test
     assert "train.seeds=[0, 1, 2, 3, 4]" in shifted and all("\n" not in s for s in shifted)
     assert sum(len(h.get("tests") or []) for h in grid.hypotheses) == 14
     assert load_grid(ROOT / "configs" / "science.yaml").hypotheses == []  # the v1 grid still loads
+
+
+def test_only_finished_experiments_are_collected():
+    """A queued or running experiment is listed by `dvc exp show` under its queue commit, whose reports are the
+    baseline's: collecting it would report the baseline's numbers as the cell's."""
+    from pipeline.science import finished
+
+    shown = [{"experiments": [
+        {"executor": {"state": "running"}, "revs": [{"name": "run", "rev": "a"}]},
+        {"executor": {"state": "queued"}, "revs": [{"name": "wait", "rev": "b"}]},
+        {"executor": {"state": "success"}, "revs": [{"name": "done", "rev": "c"}]},
+        {"executor": None, "revs": [{"name": "older", "rev": "d"}]},
+        {"executor": {"state": "failed"}, "revs": [{"name": "broke", "rev": "e"}]}]}]
+    assert finished(shown) == {"done": "c", "older": "d"}
