@@ -34,6 +34,7 @@ th{background:#f4f4f4}.wide{overflow-x:auto}td.num{text-align:right;font-variant
 .v-yes{background:#c6efce;font-weight:bold}.v-no{color:#666}.note{color:#8a4b00}
 figure{display:inline-block;margin:0 1em 1em 0}figure img{max-width:100%;border:1px solid #eee}
 .case{display:flex;gap:1.5em;align-items:flex-start;margin-bottom:2em}.case video{width:320px;background:#000}
+.player{position:sticky;top:.5em}
 .lists{display:grid;grid-template-columns:repeat(auto-fill,minmax(250px,1fr));gap:.8em;flex:1}
 .list h4{margin:.2em 0;font-size:.95em}.list ol{margin:0;padding-left:1.4em}.list li{margin-bottom:.3em}
 .list audio{width:230px;height:32px;display:block}.meta{font-size:.8em;color:#444}"""
@@ -181,7 +182,7 @@ def cases_html(cases: Sequence[Case], media: RawMedia, base: Path) -> str:
                 log.warning("page: %s may not play in a browser: %s", case.video, why)
                 player += f"<div class='note'>a browser may not play this file: {html.escape(why)}</div>"
         parts.append(f"<h3>{html.escape(case.title)}</h3><p class='meta'>{html.escape(case.about)}</p>\n"
-                     f"<div class='case'><div>{player}</div><div class='lists'>{''.join(lists)}</div></div>")
+                     f"<div class='case'><div class='player'>{player}</div><div class='lists'>{''.join(lists)}</div></div>")
     return "\n".join(parts)
 
 
