@@ -53,27 +53,34 @@ def test_dvc_repro_runs_then_is_up_to_date(repo, tmp_path):
                  "data/genre/labels.parquet", "metrics/genre.json", "data/dataset",
                  "data/raw/truth/compatibility.npy", "data/raw/source.json",
                  "models/teacher/s1.pt", "models/student/weak_s0.pt", "models/student/strong_s1.pt",
-                 "models/baselines/cmvae/weak_s1.pt", "models/baselines/decrs/strong_s0.pt",
-                 "models/baselines/no_teacher/weak_s0.pt",
-                 "models/baselines/interaction/weak_s0.pt", "models/baselines/interaction_content/strong_s1.pt",
+                 "models/baselines/cmvae/weak_s1.pt", "models/baselines/cmvae_kl/strong_s0.pt",
+                 "models/baselines/no_teacher/weak_s0.pt", "models/baselines/teacher_alone/weak_s0.pt",
+                 "models/baselines/linear_pgc/strong_s1.pt", "models/sweep/kl_40/diverse/weak_s1.pt",
                  "models/baselines/random/weak_s0.pt", "models/baselines/popularity/strong_s1.pt",
                  "models/baselines/linear/weak_s1.pt", "models/baselines/cca/strong_s0.pt",
                  "plots/recall/weak_full.csv", "plots/ndcg/truth.csv",
                  "reports/claim.md", "reports/tables.md", "reports/genre_share.csv", "reports/genre_share.png",
                  "reports/case_study.md", "reports/seeds.json", "reports/kl_sweep.csv", "reports/intervention.csv",
-                 "reports/sweeps.png", "reports/degradations.md", "metrics/headline.json", "reports/index.html"):
+                 "reports/sweeps.png", "reports/degradations.md", "metrics/headline.json", "reports/index.html",
+                 "reports/selection.md", "reports/selection.json"):
         assert (repo / path).exists(), path
     shares = (repo / "reports/genre_share.csv").read_text().splitlines()
     assert shares[0].startswith("source,") and any(line.startswith("student,") for line in shares)
     assert "| rank | student |" in (repo / "reports/case_study.md").read_text()
     sweep = pd.read_csv(repo / "reports/kl_sweep.csv")
     assert sweep["kl_weight"].tolist() == [0.0, 40.0] and sweep["val_recall"].between(0, 1).all()
+    assert sweep[["val_ips_recall", "val_diverse_recall"]].stack().between(0, 1).all()
     metrics = json.loads((repo / "metrics/variants/student.json").read_text())
     assert {"weak/full/recall@2", "strong/sampled/ndcg@1", "truth/ndcg@2"} <= set(metrics["mean"])
     assert set(metrics["mean"]) == set(metrics["std"])
     shown = _run(["dvc", "metrics", "show"], repo)
     assert "metrics/headline.json" in shown and "metrics/variants" not in shown  # the per-variant tables are outs
-    assert all((repo / f"metrics/variants/{n}.json").exists() for n in ("cmvae", "decrs", "interaction", "linear", "cca"))
+    assert all((repo / f"metrics/variants/{n}.json").exists()
+               for n in ("cmvae", "cmvae_kl", "teacher_alone", "linear", "linear_pgc", "cca"))
+    claim = json.loads((repo / "reports/claim.json").read_text())["verdicts"]
+    assert {"confirmatory", "exploratory"} <= {v["family"] for v in claim}  # report.contrasts name the family
+    assert any(v["challenger"] == "student" and v["baseline"] == "cmvae_kl" for v in claim)
+    assert "| val |" in (repo / "reports/selection.md").read_text()  # each criterion's kl_weight and regret
     _recommend_ranks_the_pool_and_refuses_bad_videos(repo)
     _pages_play_offline(repo, tmp_path)
     out = _run(["dvc", "repro"], repo)
