@@ -43,6 +43,7 @@ class Grid:
     baseline: str
     figure: list  # the metrics drawn against the first axis in reports/<name>.png
     hypotheses: list = dataclasses.field(default_factory=list)  # pre-registered (pipeline/report/hypotheses.py)
+    source: str = str(CONFIG)  # the file the grid was read from, named in the report
 
     def cells(self) -> list[dict]:
         keys = list(self.axes)
@@ -70,7 +71,7 @@ def load_grid(path: str | Path = CONFIG) -> Grid:
         if key not in raw:
             raise ParamsError(f"{path}: missing {key!r}")
     grid = Grid(raw["name"], dict(raw["fixed"]), dict(raw["grid"]), list(raw["metrics"]), raw.get("baseline", "cmvae"),
-                list(raw["figure"]), list(raw.get("hypotheses") or []))
+                list(raw["figure"]), list(raw.get("hypotheses") or []), str(path))
     from pipeline.report.hypotheses import check_hypotheses
 
     check_hypotheses(grid.hypotheses, grid.cells())
@@ -141,10 +142,12 @@ def cell_table(grid: Grid, claims: dict[str, dict]) -> list[dict]:
 def science_md(grid: Grid, rows: list[dict], missing: Sequence[str]) -> str:
     import pandas as pd
 
-    lines = [f"# Science grid `{grid.name}` (pre-registered in configs/science.yaml)\n",
-             "Every cell: value [bootstrap 95% CI over test videos] of each variant, and its paired verdict against "
-             f"{grid.baseline} (Holm-corrected over that cell's claim table; 'yes' needs p < 0.05 and the same sign "
-             "on every seed). |BA|: magnitude of bias amplification, lower is better.\n"]
+    lines = [f"# Science grid `{grid.name}` (pre-registered in {grid.source})\n",
+             "Every cell: value [95% CI over seeds and test videos, pipeline/report/stats.py] of each variant, and "
+             f"its paired verdict against {grid.baseline} as the cell's reports/claim.md gives it (seed-aware p; Holm "
+             "over that cell's confirmatory family, uncorrected for its exploratory rows). The hypotheses above are "
+             "decided by their own Holm over the whole experiment. |BA|: magnitude of bias amplification, lower is "
+             "better.\n"]
     if missing:
         lines.append(f"**Cells without results: {', '.join(missing)}** (not run or failed).\n")
     table = pd.DataFrame(rows)
