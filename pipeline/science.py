@@ -251,8 +251,8 @@ def selection_md(grid: Grid, selections: dict[str, dict]) -> str:
     lines = ["## Choosing kl_weight without truth, per cell (regret: truth NDCG of the truth-best weight minus "
              "the chosen one's)\n", "| cell | criterion | chosen kl_weight | its truth NDCG | truth-best kl_weight "
              "| regret |", "|---|---|---|---|---|---|"]
-    guards = ["\n## Teacher guard per cell (truth-free)\n", "| cell | teacher UGC val Recall | UGC-only val Recall "
-              "| visual domain AUC | warns |", "|---|---|---|---|---|"]
+    guards = ["\n## Teacher guard per cell (truth-free)\n", "| cell | criterion | teacher UGC val Recall | UGC-only "
+              "val Recall | visual domain AUC | warns |", "|---|---|---|---|---|---|"]
     for cell in grid.cells():
         name = grid.cell_name(cell)
         sel = selections.get(name) or {}
@@ -262,7 +262,8 @@ def selection_md(grid: Grid, selections: dict[str, dict]) -> str:
                          f"| {r.get('regret', float('nan')):.4f} |")
         g = sel.get("guard") or {}
         if g:
-            guards.append(f"| {name} | {g['teacher_val']:.4f} | {g.get('reference_val', float('nan')):.4f} | "
+            guards.append(f"| {name} | {g.get('criterion', 'val')} | {g['teacher_val']:.4f} | "
+                          f"{g.get('reference_val', float('nan')):.4f} | "
                           f"{g['domain_auc'].get('visual', float('nan')):.3f} | {'yes' if g.get('warning') else 'no'} |")
     return "\n".join(lines + guards) + "\n"
 

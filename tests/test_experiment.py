@@ -321,5 +321,11 @@ def test_every_run_records_every_criterion_and_the_sweep_keeps_each_criterions_b
     (tmp_path / "models").joinpath("teacher").symlink_to(tmp_path / "teacher")
     guard = teacher_guard(ds, feats, tmp_path / "models", "weak", [0], 25)
     assert 0 <= guard["teacher_val"] <= 1 and 0 <= guard["reference_val"] <= 1 and guard["reference"] == "cmvae"
+    # scored under every criterion, the warning's (report.guard_criterion, default diverse) named
+    assert set(guard["teacher"]) == set(guard["reference_scores"]) == {"val", "ips", "diverse"}
+    assert guard["criterion"] == "diverse" and guard["teacher_val"] == guard["teacher"]["diverse"]
+    assert guard["reference_val"] == guard["reference_scores"]["diverse"]
+    on_val = teacher_guard(ds, feats, tmp_path / "models", "weak", [0], 25, criterion="val")
+    assert on_val["teacher_val"] == guard["teacher"]["val"] and on_val["teacher"] == guard["teacher"]
     assert 0 <= guard["domain_auc"]["visual"] <= 1
     assert (guard["warning"] is not None) == (guard["teacher_val"] < guard["reference_val"])

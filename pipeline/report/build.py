@@ -46,6 +46,8 @@ class ReportParams:
                                   "student vs no_teacher", "no_teacher vs cmvae", "student vs linear_pgc")
     confirmatory: tuple[str, ...] = ("primary/truth/ndcg", "primary/truth/bias_amplification", "t_diverse/truth/ndcg",
                                      "t_diverse/full/recall", "t_matching/full/recall")
+    # the teacher guard's criterion (pipeline/report/guard.py): val | ips | diverse (training.config.CRITERIA)
+    guard_criterion: str = "diverse"
 
     def validate(self) -> None:
         self.contrasts, self.confirmatory = tuple(self.contrasts), tuple(self.confirmatory)
@@ -56,6 +58,10 @@ class ReportParams:
         for key in ("claim_k", "case_videos", "case_top", "min_videos"):
             if getattr(self, key) < 1:
                 raise ParamsError(f"report.{key}: {getattr(self, key)}, expected >= 1")
+        from pipeline.training.config import CRITERIA
+
+        if self.guard_criterion not in CRITERIA:
+            raise ParamsError(f"report.guard_criterion: {self.guard_criterion!r}, expected one of {list(CRITERIA)}")
         if self.resamples < 99:
             raise ParamsError(f"report.resamples: {self.resamples}, expected >= 99 (p-values below 0.01 need them)")
 
@@ -139,11 +145,11 @@ def write_report(p: ReportParams, paths: ReportPaths, ks: Sequence[int], kl_weig
     truth = load_truth(truth_dir, dataset.video_ids, dataset.music_ids) if truth_dir.exists() else None
     genre_and_cases(paths.out, dataset, truth, variants, seeds, p.claim_k, p.case_videos, p.case_top, paths.features,
                     paths.labels, paths.models, paths.raw)
-    selection_and_guard(paths, dataset, truth, kl, seeds, primary, p.claim_k, kl_weight)
+    selection_and_guard(paths, dataset, truth, kl, seeds, primary, p.claim_k, kl_weight, p.guard_criterion)
 
 
 def selection_and_guard(paths: ReportPaths, dataset: Dataset, truth, sweep: pd.DataFrame | None, seeds, primary,
-                        k: int, kl_weight: float | None) -> None:
+                        k: int, kl_weight: float | None, guard_criterion: str = "diverse") -> None:
     """reports/selection.{md,json}: each truth-free criterion's kl_weight and its regret (truth sources), and
     the teacher guard (pipeline/report/guard.py), for a reader and for the science grid's collection."""
     from pipeline.data.features import load_features
@@ -157,6 +163,6 @@ def selection_and_guard(paths: ReportPaths, dataset: Dataset, truth, sweep: pd.D
         if truth is not None and kept.is_dir() and not sweep.empty else None
     table = selection_table(sweep, scored)
     scheme = primary if primary in dataset.schemes else dataset.schemes[0]
-    guard = teacher_guard(dataset, features, paths.models, scheme, seeds, k)
+    guard = teacher_guard(dataset, features, paths.models, scheme, seeds, k, criterion=guard_criterion)
     _text(paths.out / "selection.md", selection_md(table, k, kl_weight) + "\n" + guard_md(guard, k))
     write_json({"selection": table.to_dict(orient="records"), "guard": guard}, paths.out / "selection.json")

@@ -5,7 +5,7 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from pipeline.report.guard import domain_auc, guard_md
+from pipeline.report.guard import domain_auc, guard_md, guard_warning, mean_scores
 from pipeline.report.selection import selection_md, selection_table
 from pipeline.training.data import selection_weights
 
@@ -69,3 +69,19 @@ def test_guard_says_plainly_when_the_teacher_is_worse():
     assert text.splitlines()[2].startswith("⚠ the PGC teacher is worse") and "| 0.970 |" in text
     assert "at least as good" in guard_md({**worse, "warning": None}, 25)
     assert "No PGC teacher" in guard_md({}, 25)
+
+
+def test_guard_warns_under_its_criterion_only_and_shows_the_others():
+    """science v2: plain val warned in every cell; the warning compares under report.guard_criterion, and the
+    other criteria's readings are shown, not acted on."""
+    guard = {"scheme": "weak", "criterion": "diverse", "teacher": {"val": 0.59, "ips": 0.67, "diverse": 0.78},
+             "reference": "cmvae", "reference_scores": {"val": 0.69, "ips": 0.75, "diverse": 0.76},
+             "teacher_val": 0.78, "reference_val": 0.76, "domain_auc": {"visual": 0.48}}
+    assert guard_warning(guard, 25) is None  # below on val and ips, above on diverse: silent
+    below = {**guard, "criterion": "val", "teacher_val": 0.59, "reference_val": 0.69}
+    assert guard_warning(below, 25).startswith("⚠ the PGC teacher is worse") and "val Recall@25 0.5900" in \
+        guard_warning(below, 25)
+    text = guard_md({**guard, "warning": None}, 25)
+    assert "diverse Recall@25" in text and "under ips Recall@25 (not the warning's) | 0.6700 / 0.7500 |" in text
+    assert guard_warning({k: v for k, v in guard.items() if k != "reference_val"}, 25) is None  # no reference ran
+    assert mean_scores([{"val": 0.2, "ips": 0.4}, {"val": 0.4}]) == pytest.approx({"val": 0.3})
