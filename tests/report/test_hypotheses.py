@@ -82,6 +82,19 @@ def test_the_committed_v2_grid_has_six_named_cells_and_a_family_of_fourteen_test
     assert load_grid(ROOT / "configs" / "science.yaml").hypotheses == []  # the v1 grid still loads
 
 
+def test_the_v3_replication_differs_from_v2_only_in_the_world_seed_the_guard_criterion_and_one_contrast():
+    """v3 must replicate v2: the same cells and settings on a new world, and every v3 test's contrast is one its
+    cells' claim tables compute (report.contrasts)."""
+    v2, v3 = load_grid(ROOT / "configs" / "science_v2.yaml"), load_grid(ROOT / "configs" / "science_v3.yaml")
+    assert v3.axes == v2.axes and v3.metrics == v2.metrics
+    changed = {k for k in v2.fixed.keys() | v3.fixed.keys() if v2.fixed.get(k) != v3.fixed.get(k)}
+    assert changed == {"world.seed", "report.guard_criterion", "report.contrasts"}
+    assert v3.fixed["world.seed"] != v2.fixed.get("world.seed", 0)
+    contrasts = set(v3.fixed["report.contrasts"])
+    assert all(t["contrast"] in contrasts for h in v3.hypotheses for t in h.get("tests") or [])
+    assert [c["guard_warns"] for h in v3.hypotheses for c in h.get("checks") or []].count(False) == 1
+
+
 def test_only_finished_experiments_are_collected():
     """A queued or running experiment is listed by `dvc exp show` under its queue commit, whose reports are the
     baseline's: collecting it would report the baseline's numbers as the cell's."""
