@@ -8,7 +8,8 @@ The import graph is read with `ast` from the project's own files (pipeline/, sta
 - `if TYPE_CHECKING:` blocks do not count (they never run);
 - dynamic imports count when the module names them in a string literal (`"pipeline.models.cmvae:CMVAE"`, a
   registry) or imports its own submodules with `importlib.import_module(f"{__name__}.{...}")` (then every
-  module of its package counts).
+  module of its package counts); a module that walks packages with `pkgutil` (the model registry's discovery,
+  `pipeline.models.registry.discover`) imports every module under each package it names in a string literal.
 A dep directory covers every file under it. Not required: the two root `__init__.py` files (they hold a
 version string and an OpenMP setting that changes no output; they import no project module, checked below).
 """
@@ -80,6 +81,8 @@ def imported_names(rel: str, root: Path = ROOT) -> set[str]:
     package = _module_name(rel) if rel.endswith("__init__.py") else _module_name(rel).rpartition(".")[0]
     names: set[str] = set()
     docstrings = _docstrings(tree)
+    walks = any(isinstance(node, ast.Attribute) and node.attr in ("iter_modules", "walk_packages")
+                for node in _walk(tree))
     for node in _walk(tree):
         if isinstance(node, ast.Import):
             names.update(alias.name for alias in node.names)
@@ -95,6 +98,9 @@ def imported_names(rel: str, root: Path = ROOT) -> set[str]:
         elif isinstance(node, ast.Constant) and isinstance(node.value, str) and id(node) not in docstrings \
                 and _DOTTED.match(node.value):
             names.add(node.value.partition(":")[0])
+            pkg_dir = root / node.value.partition(":")[0].replace(".", "/")
+            if walks and (pkg_dir / "__init__.py").is_file():  # discovery: the whole package tree
+                names.update(_module_name(p.relative_to(root).as_posix()) for p in pkg_dir.rglob("*.py"))
         elif isinstance(node, ast.Call) and getattr(node.func, "attr", getattr(node.func, "id", "")) == \
                 "import_module" and node.args and isinstance(node.args[0], ast.JoinedStr):
             first = node.args[0].values[0] if node.args[0].values else None
@@ -177,8 +183,8 @@ def test_closure_of_a_training_stage_is_what_it_imports():
     for rel in ("stages/train_student.py", "stages/common.py",  # direct
                 "pipeline/config.py", "pipeline/truth.py",  # direct
                 "pipeline/sampling/splits.py",  # transitive
-                "pipeline/models/baselines/ridge.py",  # importlib.import_module(f"{__name__}.{m}")
-                "pipeline/models/paper/cevar.py",  # registry string "pipeline.models.paper.cevar:CEVAR"
+                "pipeline/models/baselines/ridge.py",  # the registry's pkgutil discovery of pipeline.models
+                "pipeline/models/cmvae_paper/cevar.py",  # ... sub-packages included
                 "pipeline/models/__init__.py"):  # a parent package
         assert rel in files, rel
     assert "pipeline/recommend_cli.py" not in files  # not everything: training does not reach the CLI
@@ -196,6 +202,12 @@ def _fake_project(tmp_path: Path) -> Path:
         "pipeline/sub/d.py": "from typing import TYPE_CHECKING\nif TYPE_CHECKING:\n    import pipeline.c\n"
                              "LOADERS = {'e': 'pipeline.sub.e:E'}\n",
         "pipeline/sub/e.py": "E = 1\n",
+        "pipeline/plug/__init__.py": "",
+        "pipeline/plug/deep/__init__.py": "",
+        "pipeline/plug/deep/f.py": "F = 1\n",
+        "pipeline/finder.py": "import pkgutil\nPACKAGES = ('pipeline.plug',)\n"
+                              "def find():\n    return list(pkgutil.iter_modules([]))\n",
+        "stages/two.py": "import pipeline.finder\n",
         "stages/__init__.py": "",
         "stages/one.py": "import pipeline.a\n",
     }
@@ -210,6 +222,13 @@ def test_checker_finds_lazy_relative_registry_imports_and_skips_docstrings_and_t
     assert closure("stages.one", root) == {
         "stages/__init__.py", "stages/one.py", "pipeline/__init__.py", "pipeline/a.py", "pipeline/b.py",
         "pipeline/sub/__init__.py", "pipeline/sub/d.py", "pipeline/sub/e.py"}
+
+
+def test_checker_follows_a_pkgutil_discovery_into_every_module_of_the_named_packages(tmp_path):
+    root = _fake_project(tmp_path)
+    assert closure("stages.two", root) == {
+        "stages/__init__.py", "stages/two.py", "pipeline/__init__.py", "pipeline/finder.py",
+        "pipeline/plug/__init__.py", "pipeline/plug/deep/__init__.py", "pipeline/plug/deep/f.py"}
 
 
 def test_checker_reports_a_missing_dep_and_says_which_lines_to_add(tmp_path):

@@ -20,6 +20,7 @@ from pipeline.errors import DataError, ParamsError
 from pipeline.losses import bidirectional_ranking_loss, kl_prior_loss, reconstruction_loss
 from pipeline.gaussian import Gaussian, Mixture, kl_mixture_to_standard_normal, product_of_experts, sample
 from pipeline.models.encoders import Decoder, GaussianEncoder
+from pipeline.models.registry import model_class
 from pipeline.models.scaling import Standardizer
 
 Batch = Mapping[str, torch.Tensor]
@@ -89,6 +90,7 @@ class _Standardised(dict):
     """A batch whose feature keys CMVAE._standardised has already standardised (CMVAE._input passes them on)."""
 
 
+@model_class
 class CMVAE(nn.Module):
     """Video (visual, text) and music encoders into a shared d-dim Gaussian latent, trained to rank pairs."""
 

@@ -18,6 +18,7 @@ from pipeline.data.schema import GENRES
 from pipeline.errors import DataError, ParamsError
 from pipeline.losses import kl_transfer_loss
 from pipeline.models.cmvae import CMVAE, Batch, CMVAEConfig, require
+from pipeline.models.registry import model_class
 from pipeline.gaussian import Gaussian
 
 log = logging.getLogger(__name__)
@@ -63,6 +64,7 @@ class DebCMConfig(CMVAEConfig):
             raise ParamsError(f"student.n_genres={self.n_genres}: expected >= 1")
 
 
+@model_class
 class DebCM(CMVAE):
     """The deconfounded student. Inference embeddings carry one extra column (see music_embedding)."""
 

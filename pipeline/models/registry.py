@@ -1,45 +1,88 @@
-"""Saving and loading trained models: a model file holds its class name, input widths and config, so
-`load_model` rebuilds any model of the pipeline (CMVAE, DebCM, the baselines) without knowing which."""
+"""The model registry: which classes a saved model may name, discovery of every model module, and saving /
+loading trained models. A model file holds its class NAME, input widths and config, so `load_model` rebuilds
+any model of the pipeline (CMVAE, DebCM, the baselines, the papers' models) without knowing which.
+
+One file per model or variant (docs/architecture.md section 6): a class that saved models may name carries
+`@model_class`; a variant's builder carries `@pipeline.models.variants.register(...)`. Nothing lists them:
+`discover` imports every module under the model packages (`MODEL_PACKAGES`, walked with pkgutil, modules
+and sub-packages alike), and importing a module runs its decorators. A name read from a file is looked up
+only among the registered classes (`class_named`): a file cannot make the loader import or call anything
+else.
+"""
 from __future__ import annotations
 
 import dataclasses
 import importlib
+import pkgutil
 import re
 from pathlib import Path
 
 import torch
 
-from pipeline.errors import DataError
+from pipeline.errors import DataError, ParamsError
 
-# class name -> "module:attribute"; each class takes (visual_dim, music_dim, text_dim, config) and names its
-# config dataclass in `config_class`. A new model registers here (imported lazily: no import cycles).
-CLASSES = {
-    "CMVAE": "pipeline.models.cmvae:CMVAE",
-    "DebCM": "pipeline.models.debcm:DebCM",
-    # pipeline/models/baselines/ (the debiasing, closed-form and post-hoc baselines)
-    "DebiasedCMVAE": "pipeline.models.baselines.debias:DebiasedCMVAE",
-    "DebiasedDebCM": "pipeline.models.baselines.debias:DebiasedDebCM",
-    "Calibrated": "pipeline.models.baselines.calibration:Calibrated",
-    "RandomScores": "pipeline.models.baselines.random_scores:RandomScores",
-    "Popularity": "pipeline.models.baselines.popularity:Popularity",
-    "RidgeMap": "pipeline.models.baselines.ridge:RidgeMap",
-    "CCAMap": "pipeline.models.baselines.cca:CCAMap",
-    # The CMVAE paper's comparison models (temporary package name, see pipeline/models/paper/__init__.py).
-    "CEVAR": "pipeline.models.paper.cevar:CEVAR",
-    "CMVBR": "pipeline.models.paper.cmvbr:CMVBR",
-    "DSCMR": "pipeline.models.paper.dscmr:DSCMR",
-    "UWML": "pipeline.models.paper.uwml:UWML",
-    "DualVAE": "pipeline.models.paper.dual_vae:DualVAE",
-    "DAVAE": "pipeline.models.paper.da_vae:DAVAE",
-    "CrossVAE": "pipeline.models.paper.cross_vae:CrossVAE",
-}
+# The packages whose every module (recursively) is imported by `discover`: a new model or variant file placed
+# anywhere under them registers itself. Module names starting with "_" (`__main__`) are not imported.
+MODEL_PACKAGES = ("pipeline.models",)
+# class name -> class; each takes (visual_dim, music_dim, text_dim, config) and names its config dataclass in
+# `config_class`. Filled by @model_class as modules are imported; complete after `discover()` (`classes()`).
+CLASSES: dict[str, type] = {}
+_state = {"done": False, "running": False}
 
 
-def model_class(name: str):
-    if name not in CLASSES:
-        raise DataError(f"model class {name!r}: not one of {sorted(CLASSES)}")
-    module, attr = CLASSES[name].split(":")
-    return getattr(importlib.import_module(module), attr)
+def model_class(cls: type) -> type:
+    """Class decorator: saved models may name `cls` (by its __name__, which must then never change: committed
+    model files store it). Two different classes of one name are refused."""
+    if not isinstance(getattr(cls, "config_class", None), type) or not dataclasses.is_dataclass(cls.config_class):
+        raise ParamsError(f"model class {cls.__name__}: needs a dataclass `config_class` (load_model rebuilds "
+                          "its config from the file)")
+    known = CLASSES.get(cls.__name__)
+    if known is not None and (known.__module__, known.__qualname__) != (cls.__module__, cls.__qualname__):
+        raise ParamsError(f"model class {cls.__name__}: registered twice ({known.__module__} and {cls.__module__}); "
+                          "saved models name classes by name, so names must be unique")
+    CLASSES[cls.__name__] = cls
+    return cls
+
+
+def _walk(package: str) -> None:
+    pkg = importlib.import_module(package)
+    for info in pkgutil.iter_modules(getattr(pkg, "__path__", [])):  # sorted by name: a fixed order
+        if info.name.startswith("_"):
+            continue
+        name = f"{package}.{info.name}"
+        if info.ispkg:
+            _walk(name)
+        else:
+            importlib.import_module(name)
+
+
+def discover(refresh: bool = False) -> None:
+    """Import every module under MODEL_PACKAGES once (again with `refresh`, for a module added since), so that
+    every @model_class and @register has run. A call made while discovery is running (a model package's
+    __init__ calling it) returns at once: the outer walk goes on and completes the registries."""
+    if _state["running"] or (_state["done"] and not refresh):
+        return
+    _state["running"] = True
+    try:
+        for package in MODEL_PACKAGES:
+            _walk(package)
+        _state["done"] = True
+    finally:
+        _state["running"] = False
+
+
+def classes() -> dict[str, type]:
+    """Every registered model class by name."""
+    discover()
+    return CLASSES
+
+
+def class_named(name: str) -> type:
+    """The registered class called `name` (a name read from a model file): never anything else."""
+    known = classes()
+    if not isinstance(name, str) or name not in known:
+        raise DataError(f"model class {name!r}: not one of {sorted(known)}")
+    return known[name]
 
 
 def model_spec(model) -> dict:
@@ -52,7 +95,7 @@ def model_spec(model) -> dict:
 
 def build_model(spec: dict):
     """A fresh (untrained) model from a spec."""
-    cls = model_class(spec.get("class"))
+    cls = class_named(spec.get("class"))
     config = cls.config_class(**spec["config"]) if spec.get("config") is not None else None
     return cls(spec["visual_dim"], spec["music_dim"], spec["text_dim"], config)
 
@@ -85,8 +128,10 @@ def load_model(path: str | Path):
     """Rebuild a model saved by the training loop and load its best weights (eval mode)."""
     saved = read_torch_file(path)
     spec = saved.get("model") if isinstance(saved.get("model"), dict) else {}
-    if spec.get("class") not in CLASSES or not isinstance(saved.get("state_dict"), dict):
-        raise DataError(f"{path}: model class {spec.get('class')!r}, expected one of {sorted(CLASSES)} with its "
+    known = classes()
+    if not isinstance(spec.get("class"), str) or spec["class"] not in known \
+            or not isinstance(saved.get("state_dict"), dict):
+        raise DataError(f"{path}: model class {spec.get('class')!r}, expected one of {sorted(known)} with its "
                         "state_dict")
     try:
         model = build_model(spec)

@@ -28,9 +28,11 @@ from torch import nn
 from pipeline.data.schema import GENRES
 from pipeline.errors import DataError, ParamsError
 from pipeline.inference import embed, eval_mode
-from pipeline.models.baselines import register
+from pipeline.models.variants import register
 from pipeline.models.cmvae import Batch, require
-from pipeline.models.registry import model_class
+from pipeline.models.registry import class_named, model_class
+
+ORDER = 60  # position of this file's variants in VARIANTS (pipeline/models/variants.py)
 
 SCALE_VIDEOS = 4096  # training videos whose scores against the pool set the temperature T (evenly spaced)
 
@@ -50,6 +52,7 @@ class CalibrationConfig:
                               f"n_pool={self.n_pool} and base_width={self.base_width} >= 1 expected")
 
 
+@model_class
 class Calibrated(nn.Module):
     """A trained base model and its pool (embeddings, genres), re-scored toward each uploader's genre mix."""
 
@@ -60,7 +63,7 @@ class Calibrated(nn.Module):
         super().__init__()
         self.config = config = config or CalibrationConfig()
         config.validate()
-        cls = model_class(config.base_class)
+        cls = class_named(config.base_class)  # a name from a file: registered classes only
         self.base = cls(visual_dim, music_dim, text_dim, cls.config_class(**config.base_config))
         self.visual_dim, self.music_dim, self.text_dim = self.base.visual_dim, self.base.music_dim, self.base.text_dim
         self.register_buffer("pool_music", torch.zeros(config.n_pool, config.base_width))

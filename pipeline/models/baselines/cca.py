@@ -18,14 +18,14 @@ from dataclasses import dataclass
 
 import numpy as np
 import torch
-from sklearn.cross_decomposition import CCA
-from sklearn.decomposition import PCA
-from sklearn.exceptions import ConvergenceWarning
 
 from pipeline.errors import DataError, ParamsError
-from pipeline.models.baselines import register
+from pipeline.models.variants import register
 from pipeline.models.baselines.closed_form import ClosedForm, unit
 from pipeline.models.cmvae import Batch
+from pipeline.models.registry import model_class
+
+ORDER = 40  # position of this file's variants in VARIANTS (pipeline/models/variants.py)
 
 log = logging.getLogger(__name__)
 
@@ -53,10 +53,13 @@ class CCAConfig:
 
 def _pca(x: np.ndarray, width: int, seed: int) -> tuple[np.ndarray, np.ndarray]:
     """(projection [F, width], mean [F]) of a PCA fitted on the rows of x."""
+    from sklearn.decomposition import PCA  # scikit-learn only when fitting: discovery imports every model module
+
     pca = PCA(n_components=width, random_state=seed).fit(x)
     return pca.components_.T, pca.mean_
 
 
+@model_class
 class CCAMap(ClosedForm):
     """video -> (x A_x + c_x), music -> (y A_y + c_y) in the canonical space; unit vectors (cosine ranking)."""
 
@@ -73,6 +76,9 @@ class CCAMap(ClosedForm):
         self.register_buffer("n_components", torch.zeros((), dtype=torch.int64))
 
     def fit(self, data, select, seed: int) -> dict:
+        from sklearn.cross_decomposition import CCA  # only when fitting (loading a saved map needs none)
+        from sklearn.exceptions import ConvergenceWarning
+
         self.fit_scaling(data)
         x, y = (t.cpu().numpy() for t in self.pair_rows(data))
         n = x.shape[0]

@@ -25,9 +25,11 @@ from __future__ import annotations
 
 import dataclasses
 
-from pipeline.models.baselines import register, cmvae_part
+from pipeline.models.variants import cmvae_part, register
 from pipeline.models.cmvae import CMVAE
 from pipeline.models.debcm import DebCM, DebCMConfig
+
+ORDER = 0  # position of this file's variants in VARIANTS (pipeline/models/variants.py)
 
 TABLE = "DebCM Table 3"
 

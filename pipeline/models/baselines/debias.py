@@ -30,9 +30,12 @@ import torch.nn.functional as F
 from pipeline.data.schema import GENRES
 from pipeline.errors import DataError, ParamsError
 from pipeline.losses import bidirectional_ranking_loss
-from pipeline.models.baselines import register, cmvae_part
+from pipeline.models.variants import cmvae_part, register
 from pipeline.models.cmvae import CMVAE, CMVAEConfig, require
 from pipeline.models.debcm import DebCM, DebCMConfig
+from pipeline.models.registry import model_class
+
+ORDER = 50  # position of this file's variants in VARIANTS (pipeline/models/variants.py)
 
 PROPENSITIES = ("none", "uploader", "dual")
 TABLE = "DebCM Table 3"
@@ -149,6 +152,7 @@ class DebiasMixin:
         return terms
 
 
+@model_class
 class DebiasedCMVAE(DebiasMixin, CMVAE):
     """CMVAE with IPS pair weights and/or label distillation from the PGC teacher."""
 
@@ -160,6 +164,7 @@ class DebiasedCMVAE(DebiasMixin, CMVAE):
         self._init_debias()
 
 
+@model_class
 class DebiasedDebCM(DebiasMixin, DebCM):
     """DebCM (here: DecRS's global confounder) with label distillation from the PGC teacher."""
 

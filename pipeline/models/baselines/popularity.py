@@ -9,11 +9,15 @@ from __future__ import annotations
 
 import torch
 
-from pipeline.models.baselines import register
+from pipeline.models.variants import register
 from pipeline.models.baselines.closed_form import ClosedForm, ClosedFormConfig
 from pipeline.models.cmvae import Batch, require
+from pipeline.models.registry import model_class
+
+ORDER = 20  # position of this file's variants in VARIANTS (pipeline/models/variants.py)
 
 
+@model_class
 class Popularity(ClosedForm):
     """Score(v, m) = training count of m: video embedding [1], music embedding [count]."""
 

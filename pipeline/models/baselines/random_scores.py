@@ -11,9 +11,12 @@ from __future__ import annotations
 import numpy as np
 import torch
 
-from pipeline.models.baselines import register
+from pipeline.models.variants import register
 from pipeline.models.baselines.closed_form import ClosedForm, ClosedFormConfig
 from pipeline.models.cmvae import Batch, require
+from pipeline.models.registry import model_class
+
+ORDER = 10  # position of this file's variants in VARIANTS (pipeline/models/variants.py)
 
 VIDEO_SALT, MUSIC_SALT = 0x5EED_0001, 0x5EED_0002
 
@@ -43,6 +46,7 @@ def random_embedding(x: torch.Tensor, seed: int, salt: int, dim: int) -> torch.T
     return torch.from_numpy((2.0 * uniform - 1.0).astype(np.float32))
 
 
+@model_class
 class RandomScores(ClosedForm):
     """Chance-level scores, deterministic per run seed (the seed is a buffer: it survives save/load)."""
 

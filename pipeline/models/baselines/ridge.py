@@ -12,12 +12,14 @@ import logging
 from dataclasses import dataclass
 
 import torch
-from sklearn.linear_model import Ridge
 
 from pipeline.errors import ParamsError
-from pipeline.models.baselines import register
+from pipeline.models.variants import register
 from pipeline.models.baselines.closed_form import ClosedForm, unit
 from pipeline.models.cmvae import Batch
+from pipeline.models.registry import model_class
+
+ORDER = 30  # position of this file's variants in VARIANTS (pipeline/models/variants.py)
 
 log = logging.getLogger(__name__)
 
@@ -35,6 +37,7 @@ class RidgeConfig:
             raise ParamsError(f"baselines.ridge_alphas={list(self.alphas)}: expected positive values")
 
 
+@model_class
 class RidgeMap(ClosedForm):
     """video -> W^T x + b in the standardised music space; embeddings are unit vectors (cosine ranking)."""
 
@@ -48,6 +51,8 @@ class RidgeMap(ClosedForm):
         self.register_buffer("alpha", torch.zeros((), dtype=torch.float64))
 
     def fit(self, data, select, seed: int) -> dict:
+        from sklearn.linear_model import Ridge  # only when fitting: discovery imports every model module
+
         self.fit_scaling(data)
         x, y = (t.cpu().numpy() for t in self.pair_rows(data))
         scores, best = {}, None

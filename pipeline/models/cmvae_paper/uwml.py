@@ -9,8 +9,12 @@ import torch
 from pipeline.errors import DataError
 from pipeline.models.cmvae import Batch
 from pipeline.losses import same_item_mask
+from pipeline.models.registry import model_class
+from pipeline.models.variants import register
 
-from .common import EmbeddingModel
+from .common import EmbeddingModel, TABLE2, student_settings
+
+ORDER = 73  # position of this file's variant in VARIANTS (pipeline/models/variants.py)
 
 # The paper's second-order polynomials (its public code): positive a0 + a1 S + a2 S^2, negative b0 + b1 S + b2 S^2.
 POSITIVE_COEFFICIENTS = (0.5, -0.7, 0.2)
@@ -48,6 +52,7 @@ def polynomial_triplet_loss(scores: torch.Tensor, exclude: torch.Tensor | None =
     return (pos + neg).mean()
 
 
+@model_class
 class UWML(EmbeddingModel):
     """loss: gamma * (poly_v2m + alpha * poly_m2v), both directions on the cosine matrix, rows sharing a
     music never each other's negatives."""
@@ -64,3 +69,9 @@ class UWML(EmbeddingModel):
 
     def loss(self, batch: Batch) -> dict[str, torch.Tensor]:
         return self.objective(*self._pair(batch))
+
+
+@register("uwml", table=TABLE2, row="UWML")
+def uwml(s, p):
+    """UWML (pipeline/models/cmvae_paper/), the student's hyper-parameters."""
+    return student_settings(UWML, s)

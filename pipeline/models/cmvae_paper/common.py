@@ -15,12 +15,21 @@ from pipeline.models.encoders import LOGVAR_MIN, _mlp
 from pipeline.models.scaling import Standardizer
 
 
+TABLE2 = "CMVAE Table 2"  # the comparison models' table: one file each in this package
+
+
 def config_from(student: CMVAEConfig, config_class: type[CMVAEConfig]) -> CMVAEConfig:
     """`config_class` with every field the student's config also has (latent size, margin, negatives, weights,
     n_genres...), the model's own fields at their defaults: baselines share the student's hyper-parameters."""
     have = {f.name for f in dataclasses.fields(student)}
     return config_class(**{f.name: getattr(student, f.name) for f in dataclasses.fields(config_class)
                            if f.name in have})
+
+
+def student_settings(cls: type, student: CMVAEConfig):
+    """A variant's builder: `cls` with the student's hyper-parameters (`config_from`), (v, m, t) -> model."""
+    cfg = config_from(student, cls.config_class)
+    return lambda v, m, t: cls(v, m, t, cfg)
 
 
 class PointEncoder(nn.Module):

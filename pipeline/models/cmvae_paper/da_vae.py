@@ -12,6 +12,12 @@ import torch
 from pipeline.errors import ParamsError
 from pipeline.gaussian import entropy
 from pipeline.models.cmvae import CMVAE, Batch, CMVAEConfig
+from pipeline.models.registry import model_class
+from pipeline.models.variants import register
+
+from .common import TABLE2, student_settings
+
+ORDER = 75  # position of this file's variant in VARIANTS (pipeline/models/variants.py)
 
 
 @dataclass
@@ -24,6 +30,7 @@ class DAVAEConfig(CMVAEConfig):
             raise ParamsError(f"model.entropy_weight={self.entropy_weight}: expected >= 0")
 
 
+@model_class
 class DAVAE(CMVAE):
     """Self-generation (generation: dual) + ranking + entropy maximisation of the fused video and the music
     posteriors (batch means)."""
@@ -41,3 +48,9 @@ class DAVAE(CMVAE):
         terms["total"] = terms["total"] - self.config.entropy_weight * (terms["entropy_video"]
                                                                         + terms["entropy_music"])
         return terms
+
+
+@register("da_vae", table=TABLE2, row="DA-VAE")
+def da_vae(s, p):
+    """DA-VAE (pipeline/models/cmvae_paper/), the student's hyper-parameters."""
+    return student_settings(DAVAE, s)

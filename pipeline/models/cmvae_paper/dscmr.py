@@ -15,8 +15,12 @@ from torch import nn
 from pipeline.data.schema import GENRES
 from pipeline.errors import ParamsError
 from pipeline.models.cmvae import Batch, CMVAEConfig, require
+from pipeline.models.registry import model_class
+from pipeline.models.variants import register
 
-from .common import EmbeddingModel
+from .common import EmbeddingModel, TABLE2, student_settings
+
+ORDER = 72  # position of this file's variant in VARIANTS (pipeline/models/variants.py)
 
 
 @dataclass
@@ -56,6 +60,7 @@ def modality_invariance(video: torch.Tensor, music: torch.Tensor) -> torch.Tenso
     return _row_norm(video - music).mean()
 
 
+@model_class
 class DSCMR(EmbeddingModel):
     """loss: label + discrimination_weight * discrimination + invariance_weight * invariance."""
 
@@ -87,3 +92,9 @@ class DSCMR(EmbeddingModel):
         invariance = modality_invariance(video, music)
         total = label + cfg.discrimination_weight * discrimination + cfg.invariance_weight * invariance
         return {"label": label, "discrimination": discrimination, "invariance": invariance, "total": total}
+
+
+@register("dscmr", table=TABLE2, row="DSCMR")
+def dscmr(s, p):
+    """DSCMR (pipeline/models/cmvae_paper/), the student's hyper-parameters."""
+    return student_settings(DSCMR, s)

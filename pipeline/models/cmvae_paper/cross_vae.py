@@ -12,6 +12,12 @@ import torch
 
 from pipeline.losses import reconstruction_loss
 from pipeline.models.cmvae import CMVAE, Batch, CMVAEConfig
+from pipeline.models.registry import model_class
+from pipeline.models.variants import register
+
+from .common import TABLE2, student_settings
+
+ORDER = 76  # position of this file's variant in VARIANTS (pipeline/models/variants.py)
 
 
 @dataclass
@@ -19,6 +25,7 @@ class CrossVAEConfig(CMVAEConfig):
     self_reconstruction: bool = True  # each decoder also reads its own modality's latent
 
 
+@model_class
 class CrossVAE(CMVAE):
     """CMVAE with generation cross, no ranking loss (gamma forced to 0), plus self-reconstruction terms
     recon_video_self (z_v -> video) and recon_music_self (z_m -> music), weighted by beta."""
@@ -45,3 +52,9 @@ class CrossVAE(CMVAE):
         if self.config.self_reconstruction:
             out["recon_music_self"] = reconstruction_loss(self.music_decoder(match_z), self._input(batch, "music"))
         return out
+
+
+@register("cross_vae", table=TABLE2, row="Cross-VAE")
+def cross_vae(s, p):
+    """Cross-VAE (pipeline/models/cmvae_paper/), the student's hyper-parameters."""
+    return student_settings(CrossVAE, s)

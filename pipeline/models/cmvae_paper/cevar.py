@@ -8,8 +8,12 @@ import torch
 
 from pipeline.losses import same_item_mask
 from pipeline.models.cmvae import Batch
+from pipeline.models.registry import model_class
+from pipeline.models.variants import register
 
-from .common import EmbeddingModel
+from .common import EmbeddingModel, TABLE2, student_settings
+
+ORDER = 70  # position of this file's variant in VARIANTS (pipeline/models/variants.py)
 
 
 def cosine_embedding_loss(video: torch.Tensor, music: torch.Tensor, music_idx: torch.Tensor | None,
@@ -24,6 +28,7 @@ def cosine_embedding_loss(video: torch.Tensor, music: torch.Tensor, music_idx: t
     return positive, torch.clamp(cos[negative_pairs] - margin, min=0.0).mean()
 
 
+@model_class
 class CEVAR(EmbeddingModel):
     """loss: cos_positive + cos_negative (unweighted, as torch's CosineEmbeddingLoss averages both kinds)."""
 
@@ -35,3 +40,9 @@ class CEVAR(EmbeddingModel):
 
     def loss(self, batch: Batch) -> dict[str, torch.Tensor]:
         return self.objective(*self._pair(batch))
+
+
+@register("cevar", table=TABLE2, row="CEVAR")
+def cevar(s, p):
+    """CEVAR (pipeline/models/cmvae_paper/), the student's hyper-parameters."""
+    return student_settings(CEVAR, s)

@@ -11,8 +11,12 @@ import torch
 from pipeline.errors import ParamsError
 from pipeline.losses import bidirectional_ranking_loss
 from pipeline.models.cmvae import Batch, CMVAEConfig
+from pipeline.models.registry import model_class
+from pipeline.models.variants import register
 
-from .common import EmbeddingModel
+from .common import EmbeddingModel, TABLE2, student_settings
+
+ORDER = 71  # position of this file's variant in VARIANTS (pipeline/models/variants.py)
 
 
 @dataclass
@@ -50,6 +54,7 @@ def intra_modal_structure_loss(inputs: torch.Tensor, embedded: torch.Tensor) -> 
     return violation[valid].mean()
 
 
+@model_class
 class CMVBR(EmbeddingModel):
     """loss: gamma * (rank_v2m + alpha * rank_m2v) + intra_weight * (intra_video + intra_music); the
     video's input space is its standardised visual features, the music's its standardised audio features."""
@@ -69,3 +74,9 @@ class CMVBR(EmbeddingModel):
 
     def loss(self, batch: Batch) -> dict[str, torch.Tensor]:
         return self.objective(*self._pair(batch), self._input(batch, "visual"), self._input(batch, "music"))
+
+
+@register("cmvbr", table=TABLE2, row="CMVBR")
+def cmvbr(s, p):
+    """CMVBR (pipeline/models/cmvae_paper/), the student's hyper-parameters."""
+    return student_settings(CMVBR, s)
