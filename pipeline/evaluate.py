@@ -18,10 +18,10 @@ from pipeline.data.schema import GENRES, MUSIC_IDS_FILE, VIDEO_IDS_FILE
 from pipeline.errors import DataError, ParamsError
 from pipeline.experiment import load_runs, skipped, variant_dir
 from pipeline.io import atomic_path, read_ids
-from pipeline.metrics import DEFAULT_KS, ScoreMatrix, full_ranks, ranking_metrics, sampled_ranks, truth_per_video
+from pipeline.metrics import (DEFAULT_KS, ScoreMatrix, aggregate, full_ranks, ranking_metrics, sampled_ranks,
+                              truth_per_video)
 from pipeline.data.features import Features
 from pipeline.inference import eval_mode, pool_embedding, video_embedding
-from pipeline.report.seeds import aggregate
 from pipeline.sampling.dataset import Dataset
 from pipeline.training.data import uploader_distributions
 

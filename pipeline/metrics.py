@@ -1,4 +1,5 @@
-"""Ranking metrics of the papers (weighted Recall@K / NDCG@K) and truth metrics of the simulated world.
+"""Ranking metrics of the papers (weighted Recall@K / NDCG@K), truth metrics of the simulated world, and their
+mean / std over training seeds (`aggregate`: evaluate's metrics files and the report's tables).
 
 Conventions, fixed here for every model:
 - ranks are 1-based; ties are broken pessimistically: the positive ranks after every candidate with an
@@ -10,7 +11,7 @@ Conventions, fixed here for every model:
 from __future__ import annotations
 
 import logging
-from typing import Sequence
+from typing import Mapping, Sequence
 
 import numpy as np
 import torch
@@ -276,3 +277,18 @@ def truth_metrics(scores, relevance, ks: Sequence[int] = DEFAULT_KS, music_genre
         if f"pred_share@{k}" in out:
             out[f"bias_amplification@{k}"] = out[f"pred_share@{k}"] - out[f"true_share@{k}"]
     return out
+
+
+def aggregate(per_seed: Mapping[int, Mapping[str, float]]) -> dict[str, dict[str, float]]:
+    """{"mean": {key: mean over seeds}, "std": {key: sample std (ddof 1; 0 for one seed)}} for keys every
+    seed has, sorted (stable JSON for `dvc metrics diff`)."""
+    seeds = sorted(per_seed)
+    if not seeds:
+        return {"mean": {}, "std": {}}
+    keys = sorted(set.intersection(*(set(per_seed[s]) for s in seeds)))
+    mean, std = {}, {}
+    for key in keys:
+        values = np.array([per_seed[s][key] for s in seeds], dtype=np.float64)
+        mean[key] = float(values.mean())
+        std[key] = float(values.std(ddof=1)) if len(values) > 1 else 0.0
+    return {"mean": mean, "std": std}

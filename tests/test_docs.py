@@ -185,7 +185,7 @@ def test_the_checker_flags_a_broken_name_and_path_and_accepts_real_ones():
 
 
 def test_resolves_follows_re_exports_and_class_members():
-    assert resolves("pipeline.report.aggregate")  # `from pipeline.report.seeds import aggregate`
+    assert resolves("pipeline.models.baselines.BaselineParams")  # `from pipeline.models.variants import ...`
     assert resolves("pipeline.models.debcm.DebCMConfig.kl_weight")  # a dataclass field
     assert not resolves("pipeline.models.debcm.DebCM.no_such_method")
     assert not resolves("stages.train")

@@ -255,3 +255,10 @@ def test_a_dep_directory_covers_only_what_is_under_it():
                                  "python -m stages.world"])
 def test_stage_modules_reads_the_module_of_a_command(cmd):
     assert stage_modules(cmd) == [cmd.split()[2]]
+
+
+def test_evaluate_does_not_import_upward_from_the_report():
+    """The report builds on evaluate (pipeline/report/pervideo.py imports it), so evaluate and the metrics reach
+    nothing of pipeline/report: the seeds' mean / std lives in pipeline/metrics.py."""
+    for entry in ("pipeline.evaluate", "pipeline.metrics", "stages.evaluate"):
+        assert not {f for f in closure(entry) if f.startswith("pipeline/report/")}, entry

@@ -15,9 +15,9 @@ import pandas as pd
 
 from pipeline.errors import DataError
 from pipeline.evaluate import set_metrics
-from pipeline.report.seeds import aggregate
+from pipeline.metrics import aggregate
 
-# The CMVAE paper's comparison models (its Table 2; pipeline/models/paper) and the simple baselines
+# The CMVAE paper's comparison models (its Table 2; pipeline/models/cmvae_paper) and the simple baselines
 # (docs/architecture.md section 9): references in every table, not debiasing methods, so never a challenger.
 PAPER_BASELINES = ("cevar", "cmvbr", "dscmr", "uwml", "dual_vae", "da_vae", "cross_vae")
 SIMPLE_BASELINES = ("linear", "cca", "popularity", "random")

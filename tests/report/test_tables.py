@@ -6,7 +6,7 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from pipeline.report import aggregate
+from pipeline.metrics import aggregate
 from pipeline.report.cases import genre_shares, true_top
 from pipeline.report.figures import plot_genre_shares, plot_sweeps
 from pipeline.report.tables import (Degeneracy, SetShape, cmvae_table2, debcm_table3, degenerate,
