@@ -13,6 +13,8 @@ COMMANDS = {
                   "rank the dataset's music for new video files with a trained model (default: the student)"),
     "science": ("pipeline.science",
                 "queue the pre-registered science grid (configs/science.yaml) as DVC experiments, or collect it"),
+    "export-tt150k": ("pipeline.export_cli",
+                      "write a split scheme of data/dataset with data/features as a TT-150k release (the papers' format)"),
     "offline-plots": ("pipeline.offline_plots",
                       "build the offline page for `dvc plots show/diff` from web/node_modules (make setup runs it)"),
 }

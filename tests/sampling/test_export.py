@@ -161,3 +161,34 @@ def test_export_errors(exported, tmp_path):
                       video_feature_ids=video_ids[1:], music_audio=feats["music_audio"],
                       music_smile=feats["music_smile"], music_feature_ids=music_ids)
     assert not (tmp_path / "x").exists()  # nothing half-written
+
+
+def test_the_export_command_writes_the_same_release_from_the_stage_folders(exported, tmp_path, capsys):
+    """`python -m pipeline export-tt150k OUT` reads data/dataset and data/features as the stages write them and
+    writes what export_tt150k writes; a missing feature folder is one line and exit 1."""
+    from pipeline.__main__ import main
+    from pipeline.data.schema import MUSIC_IDS_FILE, VIDEO_IDS_FILE
+    from pipeline.io import write_ids
+    from pipeline.sampling.store import save_dataset
+
+    ds, out, feats, video_ids, music_ids, _ = exported
+    save_dataset(ds, tmp_path / "dataset")
+    features = tmp_path / "features"
+    for folder, name, ids, file in (("video", "video_visual", video_ids, VIDEO_IDS_FILE),
+                                    ("music", "music_audio", music_ids, MUSIC_IDS_FILE),
+                                    ("smile", "music_smile", music_ids, MUSIC_IDS_FILE)):
+        (features / folder).mkdir(parents=True)
+        np.save(features / folder / f"{name}.npy", feats[name])
+        write_ids(ids, features / folder / file)
+    args = ["export-tt150k", str(tmp_path / "release"), "--scheme", "weak", "--dataset", str(tmp_path / "dataset"),
+            "--features", str(features)]
+    assert main(args) == 0
+    assert "scheme=weak" in capsys.readouterr().out
+    written = sorted(p.relative_to(out) for p in out.rglob("*.npy"))
+    assert written and written == sorted(p.relative_to(tmp_path / "release")
+                                         for p in (tmp_path / "release").rglob("*.npy"))
+    for rel in written:
+        assert (out / rel).read_bytes() == (tmp_path / "release" / rel).read_bytes(), rel
+    (features / "smile" / "music_smile.npy").unlink()
+    assert main(args) == 1
+    assert "music_smile.npy: missing" in capsys.readouterr().err
