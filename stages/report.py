@@ -9,6 +9,7 @@ from pathlib import Path
 
 from pipeline.config import from_group
 from pipeline.metrics import DEFAULT_KS
+from pipeline.models.registry import trained_config
 from pipeline.report.build import ReportParams, ReportPaths, write_report
 from stages.common import group, run, setup
 
@@ -21,7 +22,8 @@ PATHS = ReportPaths(per_video=Path("data/eval/per_video.parquet"), dataset=Path(
 def main() -> None:
     p = from_group(ReportParams, setup("report"), "report")
     ks = [int(k) for k in group("evaluate").get("ks") or DEFAULT_KS]
-    kl_weight = group("student").get("kl_weight")
+    # student.kl_weight as the trained student used it (its model files; no `student` params key to track)
+    kl_weight = (trained_config(PATHS.models / "student") or {}).get("kl_weight")
     write_report(p, PATHS, ks, None if kl_weight is None else float(kl_weight))
 
 

@@ -140,3 +140,14 @@ def load_model(path: str | Path):
         raise DataError(f"{path}: weights do not fit the saved {spec['class']} ({' '.join(str(e).split())[:160]})") \
             from None
     return model.eval()
+
+
+def trained_config(folder: str | Path) -> dict | None:
+    """The config a folder's models were trained with (its first .pt file by name; one training stage writes
+    one config per folder), or None when it holds none. The report takes student.kl_weight from here: what
+    the student was trained with, tracked through models/student, not a params key it would have to list."""
+    files = sorted(Path(folder).glob("*.pt"))
+    if not files:
+        return None
+    spec = read_torch_file(files[0]).get("model")
+    return spec.get("config") if isinstance(spec, dict) and isinstance(spec.get("config"), dict) else None

@@ -130,3 +130,13 @@ def test_discovery_imports_every_module_under_the_model_packages():
     assert expected <= set(sys.modules)
     assert {"pipeline.models.cmvae_paper.cevar", "pipeline.models.cmvae_paper.ablations",
             "pipeline.models.baselines.core"} <= expected
+
+
+def test_trained_config_reads_what_the_folders_models_were_trained_with(tmp_path):
+    from pipeline.models.debcm import DebCM
+
+    assert registry.trained_config(tmp_path) is None  # no model: the report says so rather than guess
+    for seed in (0, 1):
+        model = DebCM(VISUAL, MUSIC, TEXT, DebCMConfig(latent_dim=4, hidden_dims=(8,), kl_weight=4))
+        save_torch({"model": registry.model_spec(model), "state_dict": model.state_dict()}, tmp_path / f"weak_s{seed}.pt")
+    assert registry.trained_config(tmp_path)["kl_weight"] == 4.0
