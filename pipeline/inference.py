@@ -33,7 +33,9 @@ def eval_mode(model):
         model.train(was)
 
 
-def _device(model) -> torch.device:
+def model_device(model) -> torch.device:
+    """The device of a model's first parameter (or buffer: the closed-form models have only buffers); cpu for
+    a model with neither. The one such helper (the calibration re-ranking uses it too)."""
     first = next(iter(model.parameters()), None)
     if first is None:
         first = next(iter(model.buffers()), None)
@@ -43,7 +45,7 @@ def _device(model) -> torch.device:
 def pool_embedding(model, features: Features, music_ids: Sequence[str], music_genre: np.ndarray) -> torch.Tensor:
     """Inference embedding of each music clip of `music_ids` (rows in that order), on the model's device;
     `music_genre` [M, G] are the genre probabilities g(m) that DebCM's music side reads."""
-    device = _device(model)
+    device = model_device(model)
     rows = features.music_rows(music_ids, "pool music")
     return embed(model.music_embedding, {"music": features.music[rows].to(device),
                                          "music_genre": torch.as_tensor(music_genre, dtype=torch.float32,
@@ -55,7 +57,7 @@ def video_embedding(model, features: Features, video_ids: Sequence[str], what: s
     """Inference embedding of these videos (PoE of visual and, where present, text) on the model's device.
     `uploader_dist` [N, G]: each video's uploader genre distribution, for models that read it at inference
     (the calibration baseline); the others ignore the key."""
-    device = _device(model)
+    device = model_device(model)
     rows = features.video_rows(list(video_ids), what)
     batch = features.video_batch(rows)
     if uploader_dist is not None:

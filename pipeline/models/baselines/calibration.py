@@ -27,7 +27,7 @@ from torch import nn
 
 from pipeline.data.schema import GENRES
 from pipeline.errors import DataError, ParamsError
-from pipeline.inference import embed, eval_mode
+from pipeline.inference import embed, eval_mode, model_device
 from pipeline.models.variants import register
 from pipeline.models.cmvae import Batch, require
 from pipeline.models.registry import class_named, model_class
@@ -75,11 +75,11 @@ class Calibrated(nn.Module):
         """An (unfitted) calibration of a trained `base`, holding a copy of its weights."""
         probe = {"music": torch.zeros(1, base.music_dim), "music_genre": torch.full((1, len(GENRES)), 1 / len(GENRES))}
         with eval_mode(base), torch.no_grad():
-            width = base.music_embedding({k: v.to(_device(base)) for k, v in probe.items()}).shape[1]
+            width = base.music_embedding({k: v.to(model_device(base)) for k, v in probe.items()}).shape[1]
         cfg = CalibrationConfig(type(base).__name__, dataclasses.asdict(base.config), weight, smoothing, n_pool, width)
         model = cls(base.visual_dim, base.music_dim, base.text_dim, cfg)
         model.base.load_state_dict(base.state_dict())
-        return model.to(_device(base))
+        return model.to(model_device(base))
 
     @torch.no_grad()
     def fit(self, data, pool: torch.Tensor) -> dict:
@@ -136,12 +136,6 @@ class Calibrated(nn.Module):
 
     def score(self, video_z: torch.Tensor, music_z: torch.Tensor) -> torch.Tensor:
         return video_z @ music_z.t()
-
-
-def _device(model: nn.Module) -> torch.device:
-    for tensor in (*model.parameters(), *model.buffers()):
-        return tensor.device
-    return torch.device("cpu")
 
 
 @register("calibration", kind="post_hoc", base="cmvae", table="DebCM Table 3", row="DebCM-Calibration")
