@@ -39,7 +39,10 @@ class Gaussian:
 
 def sample(g: Gaussian, generator: torch.Generator | None = None) -> torch.Tensor:
     """Reparameterised draw z = mu + sigma * eps, so gradients reach mu and logvar (VAE trick)."""
-    eps = torch.randn(g.mu.shape, generator=generator, device=g.mu.device, dtype=g.mu.dtype)
+    if generator is None:  # the same draw as randn(shape, generator=None), and traceable with a dynamic batch size
+        eps = torch.randn_like(g.mu, memory_format=torch.contiguous_format)
+    else:
+        eps = torch.randn(g.mu.shape, generator=generator, device=g.mu.device, dtype=g.mu.dtype)
     return g.mu + eps * torch.exp(0.5 * g.logvar)
 
 
@@ -76,11 +79,14 @@ def product_of_experts(experts: Sequence[Gaussian], masks: Sequence[torch.Tensor
         log_precisions.append(torch.zeros_like(ref))
         weighted_mus.append(torch.zeros_like(ref))
     stacked = torch.stack(log_precisions)  # [E, B, d]
-    absent = torch.isinf(stacked).all(dim=0).any(dim=-1)
-    if bool(absent.any()):
-        row = int(torch.nonzero(absent)[0, 0])
-        raise DataError(f"product_of_experts: row {row} has every expert masked out and no prior; "
-                        "at least one modality must be present")
+    # A row can lack every expert only when each expert has a mask (decided on the host: an unmasked expert,
+    # CMVAE's visual one, makes the check and its device sync unnecessary in every training step).
+    if all(m is not None for m in masks) and not include_prior:
+        absent = torch.isinf(stacked).all(dim=0).any(dim=-1)
+        if bool(absent.any()):
+            row = int(torch.nonzero(absent)[0, 0])
+            raise DataError(f"product_of_experts: row {row} has every expert masked out and no prior; "
+                            "at least one modality must be present")
     total_log_prec = torch.logsumexp(stacked, dim=0)  # log sum_i T_i
     # Each expert's weight T_i / sum_j T_j; a masked expert has weight exp(-inf) = 0.
     weights = torch.exp(stacked - total_log_prec)

@@ -28,9 +28,14 @@ EPOCH_BARS = True  # a progress bar over each run's epochs (pipeline.training.pa
 
 
 def resolve_device(name: str) -> torch.device:
-    if name == "auto":
-        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
-    return torch.device(name)
+    """train.loop.device: auto (cuda when torch sees a GPU, else cpu), cpu, cuda or cuda:N. On CUDA the
+    deterministic mode of `fit` needs cuBLAS's fixed workspace, set here unless the environment sets it (it
+    takes effect when this process first uses cuBLAS)."""
+    device = torch.device("cuda" if name == "auto" and torch.cuda.is_available() else
+                          "cpu" if name == "auto" else name)
+    if device.type == "cuda":
+        os.environ.setdefault("CUBLAS_WORKSPACE_CONFIG", ":4096:8")
+    return device
 
 
 @contextlib.contextmanager
@@ -143,22 +148,29 @@ def train_epoch(model, data: TrainData, optimizer, batch_size: int, seed: int, e
     # A generator per epoch seeded from (seed, epoch): the order does not depend on earlier epochs.
     gen = torch.Generator().manual_seed(seed * 1_000_003 + epoch)
     order = torch.randperm(n, generator=gen).to(data.video_idx.device)
-    sums: dict[str, torch.Tensor] = {}
-    n_batches = 0
+    names, sums, n_batches = None, None, 0
     for start in range(0, n, batch_size):
         with step_precision(model, precision, device):
             terms = model.loss(data.batch(order[start:start + batch_size]))
         optimizer.zero_grad(set_to_none=True)
         terms["total"].backward()
         optimizer.step()
-        for k, v in terms.items():  # summed on the device: no host sync per batch
-            sums[k] = sums[k] + v.detach() if k in sums else v.detach().clone()
+        # every term in one vector, summed on the device: one kernel and no host sync per batch
+        step = torch.stack([v.detach().float() for v in terms.values()])
+        names, sums = (list(terms), step) if sums is None else (names, sums + step)
         n_batches += 1
-    record = {f"train/{k}": float(v) / n_batches for k, v in sums.items()}
+    record = {f"train/{k}": float(v) / n_batches for k, v in zip(names, sums.tolist())}
     if not np.isfinite(record["train/total"]):
         raise DataError(f"training epoch {epoch}: mean loss is {record['train/total']}; lower train.loop.lr or "
                         "check the features for extreme values")
     return record
+
+
+def make_optimizer(model, cfg: TrainConfig) -> torch.optim.Adam:
+    """Adam over the model's parameters with the multi-tensor (foreach) update: a few kernels per step for
+    all of them instead of about ten per parameter tensor, with the same arithmetic in the same order (the
+    trained weights are byte-identical to the per-tensor loop's, tests/test_train_speed.py)."""
+    return torch.optim.Adam(model.parameters(), lr=cfg.lr, weight_decay=cfg.weight_decay, foreach=True)
 
 
 def _keep_per_criterion(model, state: dict, scores: dict[str, float], wanted) -> None:
@@ -232,7 +244,7 @@ def fit(model, data: TrainData, cfg: TrainConfig, out_dir: str | Path, live=None
     select = cfg.select if cfg.select == "val" or cfg.select in data.val_criteria else "val"
     if select != cfg.select:
         log.info("train.loop.select=%s needs uploaders; this run (PGC) selects on val", cfg.select)
-    optimizer = torch.optim.Adam(model.parameters(), lr=cfg.lr, weight_decay=cfg.weight_decay)
+    optimizer = make_optimizer(model, cfg)
     config = {**dataclasses.asdict(cfg), "data": fingerprint}
     state = try_resume(out_dir / "last.pt", config, model, optimizer, device) or new_state()
     live, owned = _open_live(live, state["epoch"] > 0)
