@@ -53,11 +53,13 @@ science:
 	while PATH="$(CURDIR)/$(BIN):$$PATH" $(BIN)/dvc queue status | grep -qE 'Queued|Running'; do sleep 60; done
 	PATH="$(CURDIR)/$(BIN):$$PATH" $(BIN)/python -m pipeline science collect --config $(SCIENCE)
 
-# Fast tests in parallel, then one end-to-end `dvc repro` on a tiny params file (tests/e2e), local-vs-Ray, and
-# the edges through `dvc repro` (a failed or killed ingest, media.on_error: skip from ingest to split).
+# Fast tests in parallel, then one end-to-end `dvc repro` on a tiny params file (tests/e2e), local-vs-Ray
+# (extraction, training), and the edges through `dvc repro` (a failed or killed ingest, media.on_error: skip from
+# ingest to split).
 test:
 	$(BIN)/python -m pytest -q -n 2 -m "not slow"
-	$(BIN)/python -m pytest -q -m slow tests/test_e2e.py tests/features/test_backend.py tests/test_dvc_edges.py
+	$(BIN)/python -m pytest -q -m slow tests/test_e2e.py tests/features/test_backend.py tests/test_train_backend.py \
+		tests/test_dvc_edges.py
 
 test-all:
 	$(BIN)/python -m pytest -q -n 2

@@ -37,6 +37,7 @@ from pipeline.models.cmvae import CMVAE, CMVAEConfig
 from pipeline.models.debcm import DebCMConfig
 from pipeline.models.registry import load_model, model_spec
 from pipeline.models.scaling import TEACHER_SCALINGS, restandardise_videos
+from pipeline.raycluster import check_backend
 from pipeline.sampling.dataset import Dataset
 from pipeline.training.checkpoint import cpu_state, data_fingerprint, save_torch
 from pipeline.training.config import CRITERIA, TrainConfig
@@ -59,6 +60,10 @@ class RunsConfig:
     # pgc: the teacher standardises UGC inputs as it did its PGC training rows; ugc: its video-side
     # standardisation is refitted on each UGC run's training videos (models.scaling.restandardise_videos)
     teacher_scaling: str = "pgc"
+    # local: the runs in processes of this machine (workers); ray: the same runs as tasks on a Ray cluster, each
+    # on the threads a local process would get, byte-identical outputs (pipeline.training.remote)
+    backend: str = "local"
+    ray_address: str | None = None  # ray: a running cluster's address for ray.init; empty: a local cluster
 
     def __post_init__(self) -> None:
         self.seeds = tuple(int(s) for s in self.seeds)
@@ -73,7 +78,12 @@ class RunsConfig:
             raise ParamsError(f"train.workers: {self.workers!r}, expected an integer >= 0 (0: one per core)")
         if self.teacher_scaling not in TEACHER_SCALINGS:
             raise ParamsError(f"train.teacher_scaling: {self.teacher_scaling!r}, expected one of {TEACHER_SCALINGS}")
+        check_backend("train", self.backend)
         self.loop.validate()
+
+    def dispatch(self) -> dict:
+        """map_runs' keywords for where the runs go (train.backend, train.ray_address)."""
+        return {"backend": self.backend, "address": self.ray_address}
 
     def schemes_of(self, dataset: Dataset) -> list[str]:
         have = dataset.schemes
@@ -162,7 +172,7 @@ def train_teachers(features: Features, dataset: Dataset, cfg: CMVAEConfig, runs:
     shared = dict(features=features, dataset=dataset, cfg=cfg, runs=runs, out_dir=Path(out_dir),
                   work_dir=Path(work_dir), live_dir=live_dir)
     return dict(map_runs(teacher_run, [(seed,) for seed in runs.seeds], shared, runs.loop.threads, runs.workers,
-                         desc="teachers"))
+                         desc="teachers", **runs.dispatch()))
 
 
 def teacher_run(shared: dict, seed: int) -> tuple[str, dict]:
@@ -286,7 +296,7 @@ def train_variant(name: str, features: Features, dataset: Dataset, student: DebC
                   work_dir=Path(work_dir), teacher_dir=teacher_dir, live_dir=live_dir, params=params)
     if v.kind == "closed_form":  # seconds each: not worth a process
         return dict(train_run(shared, *task) for task in tasks)
-    return dict(map_runs(train_run, tasks, shared, runs.loop.threads, runs.workers, desc=name))
+    return dict(map_runs(train_run, tasks, shared, runs.loop.threads, runs.workers, desc=name, **runs.dispatch()))
 
 
 def train_run(shared: dict, scheme: str, seed: int) -> tuple[str, dict]:

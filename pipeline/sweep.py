@@ -32,6 +32,9 @@ from pipeline.training.config import CRITERIA
 from pipeline.training.parallel import map_runs
 
 log = logging.getLogger(__name__)
+# train.backend ray (pipeline.training.remote): the kept models come back; the runs' own model files are scratch
+SWEEP_FOLDERS = {"models_dir": "out", "out_dir": "scratch", "work_dir": "scratch", "live_dir": "out",
+                 "teacher_dir": "in"}
 
 
 def check_kl_weights(weights: Sequence[float]) -> tuple[float, ...]:
@@ -106,7 +109,8 @@ def kl_sweep(features: Features, dataset: Dataset, student: DebCMConfig, runs: R
         shared = dict(name="student", features=features, dataset=dataset, student=student, runs=runs,
                       out_dir=Path(tmp) / "models", work_dir=Path(tmp) / "work", teacher_dir=Path(teacher_dir),
                       live_dir=None, params=BaselineParams(), models_dir=models_dir)
-        done = map_runs(_sweep_run, tasks, shared, runs.loop.threads, runs.workers, desc="kl sweep")
+        done = map_runs(_sweep_run, tasks, shared, runs.loop.threads, runs.workers, desc="kl sweep",
+                        folders=SWEEP_FOLDERS, **runs.dispatch())
     for weight in weights:
         # each criterion's best over epochs (the val column: today's early-stopping score, as before)
         mine = [(run, summary) for w, run, summary in done if w == weight]

@@ -11,6 +11,9 @@ What a run computes does not depend on which process runs it: each seeds itself 
 its thread count follows from the params, the core count and the number of runs (`plan`); the thread count
 itself can change float rounding (reports/performance.md). Workers are spawned (not forked: torch's OpenMP pool does
 not survive a fork), get the shared inputs once, and return each run's summary in the order of the tasks.
+
+With `backend` "ray" (params train.backend) the same runs go to a Ray cluster instead, each on the thread
+count `plan` gives a local process, with byte-identical outputs (pipeline.training.remote).
 """
 from __future__ import annotations
 
@@ -24,6 +27,7 @@ from typing import Any, Callable, Sequence
 from tqdm import tqdm
 
 from pipeline.errors import PipelineError
+from pipeline.raycluster import check_backend
 
 log = logging.getLogger(__name__)
 
@@ -60,12 +64,20 @@ def _call(fn: Callable, task: tuple):
 
 
 def map_runs(fn: Callable[..., Any], tasks: Sequence[tuple], shared: dict, threads: int, workers: int,
-             desc: str = "runs") -> list:
+             desc: str = "runs", backend: str = "local", address: str | None = None,
+             folders: dict[str, str] | None = None) -> list:
     """[fn(shared, *task) for task in tasks], on `plan(threads, workers, len(tasks))` processes.
 
     `fn` must be a module-level function (workers import it by name). With one process the runs happen here,
-    one after another, on all `threads`, exactly as a plain loop would run them."""
+    one after another, on all `threads`, exactly as a plain loop would run them. With `backend` "ray" they are
+    Ray tasks (`address`: train.ray_address) on plan's threads per process; `folders` names the folders of
+    `shared` a run reads and writes (pipeline.training.remote.RUN_FOLDERS by default)."""
+    check_backend("train", backend)
     processes, per_process = plan(threads, workers, len(tasks))
+    if backend == "ray":
+        from pipeline.training.remote import RUN_FOLDERS, ray_runs
+
+        return ray_runs(fn, tasks, shared, per_process, desc, address, RUN_FOLDERS if folders is None else folders)
     if processes == 1:
         import torch
 
