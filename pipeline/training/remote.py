@@ -3,7 +3,9 @@
 Each run is the same call as on the local backend (pipeline.training.parallel.map_runs): the same
 module-level run function, the same shared inputs and task arguments, on the torch thread count `plan` gives
 a local process (the thread count can change float rounding, so it is kept; a Ray task reserves that many
-CPUs). Every run seeds itself, so where it runs changes nothing it computes.
+CPUs). Every run seeds itself, so where it runs changes nothing it computes. A task asks Ray for CPUs
+only: Ray hides the GPUs from it, so `train.loop.device: auto` trains on the CPU there; the bytes match a
+local run on the CPU, not one on a GPU.
 
 A worker need not share a filesystem with the stage. The folders of the shared dict named in `folders` are
 replaced, inside the task, by folders of a temporary directory on the worker: an `in` folder (the teachers)
