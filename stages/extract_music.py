@@ -13,9 +13,9 @@ import pandas as pd
 from pipeline.config import from_group
 from pipeline.data.schema import MUSIC_IDS_FILE, read_raw
 from pipeline.errors import DataError
-from pipeline.features.backend import BackendParams, music_embedding_sharded
+from pipeline.features.backend import BackendParams
 from pipeline.features.mediacheck import MediaParams
-from pipeline.features.music import FAILURE_COLUMNS, MusicEmbeddingConfig
+from pipeline.features.music import FAILURE_COLUMNS, MusicEmbeddingConfig, music_embedding_sharded
 from pipeline.io import atomic_dir, write_ids, write_npy, write_parquet
 from stages.common import group, run, setup
 

@@ -10,10 +10,11 @@ import pandas as pd
 from pipeline.config import from_group
 from pipeline.data.schema import MUSIC_IDS_FILE, read_raw
 from pipeline.errors import DataError
-from pipeline.features.backend import BackendParams, smile_functionals_sharded
+from pipeline.features.backend import BackendParams
+from pipeline.features.common import failure_table
 from pipeline.features.mediacheck import MediaParams
-from pipeline.features.music import failure_table
-from pipeline.features.smile import SmileConfig, fit_music, in_fit_subset, project_on_fit_set  # noqa: F401
+from pipeline.features.smile import (SmileConfig, fit_music, in_fit_subset, project_on_fit_set,  # noqa: F401
+                                     smile_functionals_sharded)
 from pipeline.io import atomic_dir, write_ids, write_npy, write_parquet
 from stages.common import group, run, setup
 

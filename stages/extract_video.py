@@ -9,10 +9,10 @@ import pandas as pd
 from pipeline.config import from_group
 from pipeline.data.schema import VIDEO_FEATURES, VIDEO_IDS_FILE, VIDEO_MASKS, read_raw
 from pipeline.errors import DataError
-from pipeline.features.backend import BackendParams, video_features_sharded
+from pipeline.features.backend import BackendParams
 from pipeline.features.mediacheck import MediaParams
 from pipeline.features.text import extract_text_features
-from pipeline.features.video import FAILURE_COLUMNS, VideoConfig, resolve_precision
+from pipeline.features.video import FAILURE_COLUMNS, VideoConfig, resolve_precision, video_features_sharded
 from pipeline.io import atomic_dir, write_ids, write_json, write_npy, write_parquet
 from stages.common import group, run, setup
 

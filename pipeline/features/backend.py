@@ -9,17 +9,20 @@ local against Ray for video, musicnn and openSMILE.
 
 Ray is used as a plain task pool here (no actors, no object spilling): what it adds over a process pool is
 placement on other machines, which no local executor gives.
+
+This module knows no extractor: each extractor module holds its own `*_sharded` function (video.py,
+music.py, smile.py) built on `run_sharded`, so an extract stage imports only its own extractor's code.
 """
 from __future__ import annotations
 
 import logging
-import os
 from dataclasses import dataclass
 from typing import Callable, Sequence, TypeVar
 
 from tqdm import tqdm
 
 from pipeline.errors import ParamsError
+from pipeline.features.common import available_cpus
 
 log = logging.getLogger(__name__)
 T = TypeVar("T")
@@ -42,7 +45,7 @@ class BackendConfig:
             raise ParamsError(f"{group}.threads_per_task: {self.threads_per_task}, expected >= 0 (0: every core)")
 
     def threads(self) -> int:
-        return self.threads_per_task or os.cpu_count() or 1
+        return self.threads_per_task or available_cpus()
 
 
 @dataclass(frozen=True)
@@ -82,7 +85,7 @@ def map_shards(fn: Callable[..., T], parts: Sequence, cfg: BackendConfig, desc: 
         if cfg.ray_address:
             ray.init(address=cfg.ray_address, **kwargs)
         else:
-            ray.init(num_cpus=os.cpu_count() or 1, **kwargs)
+            ray.init(num_cpus=available_cpus(), **kwargs)
     try:
         options = dict(num_cpus=cpus_per_task or cfg.threads(), max_retries=0)
         if fresh_process:
@@ -122,100 +125,14 @@ def gather(results: list, total: int, on_error: str, raise_failures: Callable, e
     return ids, np.ascontiguousarray(features, dtype=np.float32), failures
 
 
-# ---------------------------------------------------------------- video features over shards
-
-def _video_shard(ids: list[str], paths: dict, cfg, threads: int):
-    """One shard of `extract_video_features` on `threads` cores (failures collected, not raised)."""
-    from pipeline.features.video import extract_video_features
-
-    return extract_video_features({i: paths[i] for i in ids}, cfg, on_error="skip", workers=threads)
-
-
-def video_features_sharded(paths: dict, cfg, on_error: str, backend: BackendConfig):
-    """(sorted ids, [N, D] float32, failures) like extract_video_features, computed shard by shard on the
-    chosen backend; with on_error 'fail' one MediaError names every bad file of every shard."""
-    import pandas as pd
-
-    from pipeline.features.mediacheck import raise_failures
-    from pipeline.features.video import FAILURE_COLUMNS
-
-    def fail(failures, total):
-        raise_failures("video features", list(failures.itertuples(index=False, name=None)), total, "video(s)")
-
-    backend.validate("features_video")
+def run_sharded(fn: Callable, paths: dict, backend: BackendConfig, group: str, desc: str, on_error: str,
+                raise_failures: Callable, empty_dim: int, *args, cpus_per_task: int | None = None,
+                fresh_process: bool = False):
+    """(sorted ids, [N, D] float32, failures table or None) of `fn(shard ids, {id: path}, *args)` over the
+    sorted ids of `paths` cut into `backend.shard_size` shards, on `backend` (`group` names its params)."""
+    backend.validate(group)
     parts = shards([str(k) for k in paths], backend.shard_size)
     paths = {str(k): str(v) for k, v in paths.items()}
-    results = map_shards(_video_shard, parts, backend, "video shards", paths, cfg, backend.threads())
-    ids, features, failures = gather(results, len(paths), on_error, fail, 0)
-    if failures is None:
-        failures = pd.DataFrame(columns=list(FAILURE_COLUMNS), dtype=str)
-    return ids, features, failures.reset_index(drop=True)
-
-
-# ---------------------------------------------------------------- music features over shards
-
-def _music_failures(what: str):
-    from pipeline.features.music import raise_failures
-
-    return lambda failures, total: raise_failures(list(failures.itertuples(index=False, name=None)), total, what)
-
-
-def _music_shard(ids: list[str], paths: dict, cfg, threads: int):
-    """One shard of `embed_music` in this process (failures collected, not raised)."""
-    import dataclasses
-
-    from pipeline import numba_cache
-    from pipeline.features.music import embed_music
-
-    numba_cache.warm_locked()  # a Ray worker machine may start with a cold librosa cache
-    if threads:
-        cfg = dataclasses.replace(cfg, threads=threads)
-    return embed_music({i: paths[i] for i in ids}, cfg, on_error="skip")
-
-
-def music_embedding_sharded(paths: dict, cfg, on_error: str, backend: BackendConfig):
-    """(sorted ids, [N, D] float32, failures) like embed_music, shard by shard on the chosen backend.
-
-    Each shard runs the network over its own clips in batches of cfg.batch_size, so the shards, not the
-    backend, fix the batches and hence the bytes. On Ray each task builds its own TensorFlow graph in a
-    worker process that is retired afterwards (TensorFlow and openSMILE must not share a process).
-    """
-    from pipeline.features.music import failure_table
-
-    backend.validate("features_music")
-    cfg.validate()
-    parts = shards([str(k) for k in paths], backend.shard_size)
-    paths = {str(k): str(v) for k, v in paths.items()}
-    results = map_shards(_music_shard, parts, backend, "music shards", paths, cfg, backend.threads_per_task,
-                         fresh_process=True)
-    ids, features, failures = gather(results, len(paths), on_error, _music_failures("music embedding"), 0)
-    return ids, features, (failure_table([]) if failures is None else failures.reset_index(drop=True))
-
-
-def _smile_shard(ids: list[str], paths: dict, workers: int):
-    from pipeline import numba_cache
-    from pipeline.features.smile import smile_functionals
-
-    numba_cache.warm_locked()
-    return smile_functionals({i: paths[i] for i in ids}, on_error="skip", workers=workers)
-
-
-def smile_functionals_sharded(paths: dict, on_error: str, workers: int, backend: BackendConfig):
-    """(sorted ids, float32 [N, 6373], failures) like smile_functionals, shard by shard on the chosen backend.
-
-    Rows are independent, so sharding never changes the bytes. Locally each shard uses `workers`
-    processes; on Ray each task is one single-CPU process (Ray runs as many at once as a machine has
-    cores), retired after its shard.
-    """
-    from pipeline.features.music import failure_table
-    from pipeline.features.smile import COMPARE_DIM
-
-    backend.validate("features_smile")
-    parts = shards([str(k) for k in paths], backend.shard_size)
-    paths = {str(k): str(v) for k, v in paths.items()}
-    ray = backend.backend == "ray"
-    results = map_shards(_smile_shard, parts, backend, "openSMILE shards", paths, 1 if ray else workers,
-                         cpus_per_task=1, fresh_process=True)
-    ids, features, failures = gather(results, len(paths), on_error, _music_failures("openSMILE functionals"),
-                                      COMPARE_DIM)
-    return ids, features, (failure_table([]) if failures is None else failures.reset_index(drop=True))
+    results = map_shards(fn, parts, backend, desc, paths, *args, cpus_per_task=cpus_per_task,
+                         fresh_process=fresh_process)
+    return gather(results, len(paths), on_error, raise_failures, empty_dim)

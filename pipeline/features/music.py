@@ -11,23 +11,23 @@ import logging
 import os
 import sys
 import warnings
-from collections import deque
 from concurrent.futures import ThreadPoolExecutor
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
-from typing import Iterator
 
 import numpy as np
 import pandas as pd
 from tqdm import tqdm
 
-from pipeline.errors import DataError, ParamsError
-from pipeline.features import mediacheck
+from pipeline.errors import ParamsError
+from pipeline.features.backend import BackendConfig, run_sharded
+from pipeline.features.common import (MUSIC_FAILURE_COLUMNS, available_cpus, check_finite_rows,  # noqa: F401
+                                      failure_table, failures_raiser, in_order, raise_failures)
 from pipeline.features.mediacheck import BadMedia, check_on_error, read_audio
 
 log = logging.getLogger(__name__)
 
-FAILURE_COLUMNS = ("music_id", "path", "reason")
+FAILURE_COLUMNS = MUSIC_FAILURE_COLUMNS
 SAMPLE_RATE = 16000  # musicnn's and VGGish's input rate
 
 # musicnn's spectrogram (its configuration.py): 512-point FFT, hop 256, 96 mel bands.
@@ -72,42 +72,6 @@ class MusicEmbeddingConfig:
 def load_audio(path: str | os.PathLike, sr: int = SAMPLE_RATE) -> np.ndarray:
     """Mono float32 at `sr` through the media check (pipeline.features.mediacheck); BadMedia saying why not."""
     return read_audio(path, sr)
-
-
-def failure_table(failures: list[tuple[str, str, str]]) -> pd.DataFrame:
-    return pd.DataFrame(sorted(failures), columns=list(FAILURE_COLUMNS)).astype(str)
-
-
-def raise_failures(failures: list[tuple[str, str, str]], total: int, what: str) -> None:
-    """One one-line MediaError naming every bad file, so a user fixes them all in one go."""
-    mediacheck.raise_failures(what, failures, total, "music file(s)")
-
-
-def check_finite_rows(ids: list[str], matrix: np.ndarray, what: str) -> None:
-    """The invariant every extractor promises: no output row holds NaN or inf."""
-    bad = ~np.isfinite(matrix).all(axis=1)
-    if bad.any():
-        raise DataError(f"{what}: row {int(np.flatnonzero(bad)[0])} (music_id {ids[int(np.flatnonzero(bad)[0])]!r}) "
-                        "holds NaN or inf; expected finite features")
-
-
-def in_order(pool, fn, items, window: int, extra=tuple) -> Iterator:
-    """fn(item, *extra()) for each item, yielded in item order with at most `window` in flight.
-
-    Bounded look-ahead keeps memory flat; results come in input order, so the output never depends on
-    timing; `extra` is evaluated at each submit, so a caller can switch mode mid-way.
-    """
-    todo, futures = iter(items), deque()
-    for item in todo:
-        futures.append(pool.submit(fn, item, *extra()))
-        if len(futures) >= window:
-            break
-    while futures:
-        result = futures.popleft().result()
-        nxt = next(todo, None)
-        if nxt is not None:
-            futures.append(pool.submit(fn, nxt, *extra()))
-        yield result
 
 
 # ---- spectrogram inputs and patching ------------------------------------------------------------------
@@ -272,7 +236,7 @@ class _Graph:
             if len(t.shape) > 2:
                 t = tf.reshape(tf.reduce_mean(t, axis=1), [-1, int(np.prod(t.shape[2:]))])
             self.output, self.dim = t, int(t.shape[1])
-            threads = cfg.threads or len(os.sched_getaffinity(0))
+            threads = cfg.threads or available_cpus()
             config = tf.compat.v1.ConfigProto(intra_op_parallelism_threads=threads, inter_op_parallelism_threads=1)
             self.session = tf.compat.v1.Session(graph=self.graph, config=config)
             saver.restore(self.session, ckpt)
@@ -369,3 +333,26 @@ def embed_music(paths: dict[str, str], cfg: MusicEmbeddingConfig,
         good, matrix = [g for g, k in zip(good, keep) if k], matrix[keep]
     check_finite_rows(good, matrix, "music embedding")
     return good, matrix, failure_table(failures)
+
+
+def _music_shard(ids: list[str], paths: dict, cfg: MusicEmbeddingConfig, threads: int):
+    """One shard of `embed_music` in this process (failures collected, not raised)."""
+    from pipeline import numba_cache
+
+    numba_cache.warm_locked()  # a Ray worker machine may start with a cold librosa cache
+    return embed_music({i: paths[i] for i in ids}, replace(cfg, threads=threads) if threads else cfg, on_error="skip")
+
+
+def music_embedding_sharded(paths: dict, cfg: MusicEmbeddingConfig, on_error: str, backend: BackendConfig):
+    """(sorted ids, [N, D] float32, failures) like embed_music, shard by shard on the chosen backend.
+
+    Each shard runs the network over its own clips in batches of cfg.batch_size, so the shards, not the
+    backend, fix the batches and hence the bytes. On Ray each task builds its own TensorFlow graph in a
+    worker process that is retired afterwards (TensorFlow and openSMILE must not share a process).
+    """
+    backend.validate("features_music")
+    cfg.validate()
+    ids, features, failures = run_sharded(_music_shard, paths, backend, "features_music", "music shards", on_error,
+                                          failures_raiser("music embedding"), 0, cfg, backend.threads_per_task,
+                                          fresh_process=True)
+    return ids, features, (failure_table([]) if failures is None else failures.reset_index(drop=True))

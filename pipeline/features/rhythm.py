@@ -7,7 +7,6 @@ from __future__ import annotations
 
 import logging
 import multiprocessing
-import os
 from concurrent.futures import ProcessPoolExecutor
 from concurrent.futures.process import BrokenProcessPool
 from dataclasses import dataclass
@@ -23,6 +22,7 @@ from tqdm import tqdm
 
 from pipeline import numba_cache
 from pipeline.errors import DataError, MediaError, ParamsError
+from pipeline.features.common import available_cpus
 from pipeline.features.mediacheck import (MIN_SECONDS, BadMedia, VideoReader, check_on_error,
                                           raise_failures, read_audio)
 
@@ -294,13 +294,6 @@ def _init_worker() -> None:
     cv2.setNumThreads(1)  # one process per core already; OpenCV's own threads would oversubscribe
 
 
-def _available_cpus() -> int:
-    try:
-        return len(os.sched_getaffinity(0))
-    except AttributeError:  # not Linux
-        return os.cpu_count() or 1
-
-
 def _run_tasks(tasks: list, workers: int) -> list:
     bar = dict(total=len(tasks), desc="rhythm", unit="file")
     if workers <= 1:
@@ -340,7 +333,7 @@ def rhythm_table(pairs: pd.DataFrame, video_paths: dict, music_paths: dict, work
                             f"({int(unknown.sum())} such row(s))")
     tasks = ([("video", v, video_paths[v], cfg.max_seconds) for v in sorted(pairs["video_id"].unique())]
              + [("music", m, music_paths[m], None) for m in sorted(pairs["music_id"].unique())])
-    workers = max(1, min(workers or _available_cpus(), len(tasks)))
+    workers = max(1, min(workers or available_cpus(), len(tasks)))
     log.info("rhythm: %d pairs, %d files on %d process(es)", len(pairs), len(tasks), workers)
     beats: dict[tuple[str, str], dict] = {}
     bad: dict[tuple[str, str], str] = {}

@@ -24,7 +24,8 @@ from tqdm import tqdm
 from pipeline import numba_cache
 from pipeline.errors import DataError, ParamsError
 from pipeline.features.mediacheck import BadMedia, check_on_error, read_audio
-from pipeline.features.music import check_finite_rows, failure_table, in_order, raise_failures
+from pipeline.features.backend import BackendConfig, run_sharded
+from pipeline.features.common import check_finite_rows, failure_table, failures_raiser, in_order, raise_failures
 from pipeline.io import atomic_path
 
 log = logging.getLogger(__name__)
@@ -109,6 +110,27 @@ def smile_functionals(paths: dict[str, str], on_error: str = "fail", workers: in
     matrix = np.stack(rows) if rows else np.zeros((0, COMPARE_DIM), np.float32)
     check_finite_rows(good, matrix, "openSMILE functionals")
     return good, matrix, failure_table(failures)
+
+
+
+def _smile_shard(ids: list[str], paths: dict, workers: int):
+    """One shard of `smile_functionals` (failures collected, not raised)."""
+    numba_cache.warm_locked()  # a Ray worker machine may start with a cold librosa cache
+    return smile_functionals({i: paths[i] for i in ids}, on_error="skip", workers=workers)
+
+
+def smile_functionals_sharded(paths: dict, on_error: str, workers: int, backend: BackendConfig):
+    """(sorted ids, float32 [N, 6373], failures) like smile_functionals, shard by shard on the chosen backend.
+
+    Rows are independent, so sharding never changes the bytes. Locally each shard uses `workers`
+    processes; on Ray each task is one single-CPU process (Ray runs as many at once as a machine has
+    cores), retired after its shard.
+    """
+    ids, features, failures = run_sharded(_smile_shard, paths, backend, "features_smile", "openSMILE shards",
+                                          on_error, failures_raiser("openSMILE functionals"), COMPARE_DIM,
+                                          1 if backend.backend == "ray" else workers, cpus_per_task=1,
+                                          fresh_process=True)
+    return ids, features, (failure_table([]) if failures is None else failures.reset_index(drop=True))
 
 
 @dataclass(frozen=True)

