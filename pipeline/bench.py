@@ -9,6 +9,12 @@ e.g. an imported release or the TT-150k-sized world of configs/tt150k_world.yaml
 timing honest (the work per step does not depend on what the numbers are) but say nothing about quality;
 the teacher is an untrained CMVAE of the right shape (its posteriors cost the same as a trained one's).
 
+After each student epoch a plain reference loop of the same shape (pipeline/bench_reference.py: two Gaussian
+encoders, cross-reconstruction, in-batch hardest-k ranking, the whole data as tensors) trains one epoch on the
+same tensors, so the two alternate under the same load; the record holds both and their ratio
+(`--no-reference` skips it). `--scaling` measures how the cost grows instead (pipeline/bench_scaling.py:
+reports/scaling.{csv,json,png}).
+
 `--extract data/raw` times extraction instead (pipeline/bench_extract.py: extract_video and rhythm on the
 first videos and pairs of a built data/raw), recorded under "extraction".
 
@@ -37,7 +43,7 @@ TABLE_START, TABLE_END = "<!-- bench table: python -m pipeline.bench --render --
 THREAD_ENV = ("OMP_WAIT_POLICY", "GOMP_SPINCOUNT", "OMP_NUM_THREADS", "MKL_NUM_THREADS")
 
 
-def tt150k_data(seed: int = 0, n_videos: int = N_VIDEOS, visual_dim: int = VISUAL):
+def tt150k_data(seed: int = 0, n_videos: int = N_VIDEOS, visual_dim: int = VISUAL, n_music: int = N_MUSIC):
     """A TrainData of TT-150k's shape from seeded random features."""
     import numpy as np
     import torch
@@ -49,15 +55,15 @@ def tt150k_data(seed: int = 0, n_videos: int = N_VIDEOS, visual_dim: int = VISUA
     g = torch.Generator().manual_seed(seed)
     n_train, n_val = int(0.8 * n_videos), int(0.1 * n_videos)
     tastes = torch.distributions.Dirichlet(torch.full((len(GENRES),), 0.4)).sample((N_UPLOADERS,))
-    genre = torch.zeros(N_MUSIC, len(GENRES))
-    genre[torch.arange(N_MUSIC), torch.randint(0, len(GENRES), (N_MUSIC,), generator=g)] = 1.0
+    genre = torch.zeros(n_music, len(GENRES))
+    genre[torch.arange(n_music), torch.randint(0, len(GENRES), (n_music,), generator=g)] = 1.0
     val_video = torch.arange(n_train, n_train + n_val)
-    positive = np.random.default_rng(seed).integers(0, N_MUSIC, n_val)
-    negatives = sample_negatives(positive, N_MUSIC, 100, np.random.default_rng(seed + 1), where="bench val")
+    positive = np.random.default_rng(seed).integers(0, n_music, n_val)
+    negatives = sample_negatives(positive, n_music, 100, np.random.default_rng(seed + 1), where="bench val")
     candidates = torch.from_numpy(np.concatenate([positive[:, None], negatives], axis=1))
     return TrainData(
-        visual=torch.randn(n_videos, visual_dim, generator=g), music=torch.randn(N_MUSIC, MUSIC, generator=g),
-        video_idx=torch.arange(n_train), music_idx=torch.randint(0, N_MUSIC, (n_train,), generator=g),
+        visual=torch.randn(n_videos, visual_dim, generator=g), music=torch.randn(n_music, MUSIC, generator=g),
+        video_idx=torch.arange(n_train), music_idx=torch.randint(0, n_music, (n_train,), generator=g),
         uploader_idx=torch.randint(0, N_UPLOADERS, (n_train,), generator=g), uploader_dist=tastes,
         music_genre=genre, val_video=val_video, val_candidates=candidates, val_weight=np.ones(n_val),
         prior=tastes.mean(0).double().numpy(), text=torch.randn(n_videos, TEXT, generator=g),
@@ -120,6 +126,7 @@ def run(args, argv) -> dict:
     import numpy as np
     import torch
 
+    from pipeline.bench_reference import ReferenceRun
     from pipeline.models.cmvae import CMVAE, CMVAEConfig
     from pipeline.models.debcm import DebCM, DebCMConfig
     from pipeline.training.config import TrainConfig
@@ -143,15 +150,23 @@ def run(args, argv) -> dict:
     student = DebCM(visual, music, text, DebCMConfig())
     cfg = TrainConfig(epochs=args.epochs, batch_size=args.batch_size, device=args.device, patience=10**6,
                       precision=args.precision)
-    stamps = []
-    start = time.perf_counter(), time.process_time()
-    with tempfile.TemporaryDirectory() as work:
-        summary = fit(student, data, cfg, work, teacher=teacher,
-                      on_epoch_end=lambda e, r: stamps.append((time.perf_counter(), time.process_time())))
-    wall = np.diff([start[0], *[s[0] for s in stamps]])  # the first includes scaling and the teacher's posteriors
-    cpu = np.diff([start[1], *[s[1] for s in stamps]])
     device = resolve_device(args.device)
     on_device = data.to(device)
+    # The plain reference loop (pipeline/bench_reference.py) runs one epoch after each of the student's, on the
+    # same tensors: the two alternate, so a change of load reaches both.
+    reference = ReferenceRun(on_device) if args.reference else None
+    wall, cpu, ref_wall = [], [], []
+    mark = [time.perf_counter(), time.process_time()]
+
+    def epoch_end(epoch, record):
+        wall.append(time.perf_counter() - mark[0])  # the first includes scaling and the teacher's posteriors
+        cpu.append(time.process_time() - mark[1])
+        if reference is not None:
+            ref_wall.append(reference.epoch(epoch, cfg.effective_batch_size(int(data.video_idx.shape[0]))))
+        mark[:] = [time.perf_counter(), time.process_time()]
+
+    with tempfile.TemporaryDirectory() as work:
+        summary = fit(student, data, cfg, work, teacher=teacher, on_epoch_end=epoch_end)
     validation = []
     for _ in range(3):  # the validation inside each epoch above, timed on its own
         t = time.perf_counter()
@@ -180,8 +195,21 @@ def run(args, argv) -> dict:
             "validation_seconds_median": round(float(np.median(validation)), 3),
             "full_ranking_seconds_median": round(float(np.median(evals)), 3),
             "full_ranking_videos": min(15_000, int(data.visual.shape[0]), n),
-            "peak_rss_gib": round(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 2**20, 2)},
+            "peak_rss_gib": round(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 2**20, 2),
+            **reference_figures(wall, ref_wall)},
     }
+
+
+def reference_figures(student: list[float], reference: list[float]) -> dict:
+    """The reference loop's epochs (training only) and the student's median epoch (with its validation and
+    checkpoint, as `fit` runs it) over the reference's median, both after the first epoch."""
+    if not reference:
+        return {}
+    ref = _median(reference[1:]) if len(reference) > 1 else None
+    ratio = _median(student[1:]) / ref if ref else None
+    return {"reference_epoch_seconds": [round(float(s), 2) for s in reference],
+            "reference_epoch_seconds_median": ref,
+            "student_to_reference": None if ratio is None else round(ratio, 2)}
 
 
 def extraction_record(args, argv) -> dict:
@@ -223,11 +251,18 @@ def _cell(x) -> str:
     return "" if x is None else f"{x:g}"
 
 
+def _reference_cell(f: dict) -> str:
+    if "reference_epoch_seconds" not in f:
+        return ""
+    return f"{_cell(f['reference_epoch_seconds_median'])} ({', '.join(map(_cell, f['reference_epoch_seconds'][1:]))})"
+
+
 def speed_table(bench: dict) -> str:
     """The speed table of reports/performance.md: one row per run of reports/bench.json (sorted by label)."""
     lines = ["| run | data | epochs | student epoch, median after the first (s) | CPU s per epoch | first epoch (s) "
-             "| validation (s) | full ranking (s) | threads | load avg start -> end | command |",
-             "|---|---|---|---|---|---|---|---|---|---|---|"]
+             "| reference loop epoch (s) | student / reference | validation (s) | full ranking (s) | threads "
+             "| load avg start -> end | command |",
+             "|---|---|---|---|---|---|---|---|---|---|---|---|---|"]
     for label, r in sorted(bench["runs"].items()):
         d, f, m, c = r["data"], r["figures"], r["machine"], r["config"]
         what = "random features" if d["source"] == "random" else f"{d['dataset']} ({d['scheme']})"
@@ -237,7 +272,8 @@ def speed_table(bench: dict) -> str:
         load = f"{r['load_average_start'][0]:g} -> {r['load_average_end'][0]:g}"
         lines.append(f"| {label} | {data} | {c['epochs']} | **{_cell(f['epoch_seconds_median'])}** "
                      f"({', '.join(map(_cell, f['epoch_seconds'][1:]))}) | {_cell(f['epoch_cpu_seconds_median'])} "
-                     f"| {_cell(f['first_epoch_seconds'])} | {_cell(f['validation_seconds_median'])} "
+                     f"| {_cell(f['first_epoch_seconds'])} | {_reference_cell(f)} | {_cell(f.get('student_to_reference'))} "
+                     f"| {_cell(f['validation_seconds_median'])} "
                      f"| {_cell(f['full_ranking_seconds_median'])} ({f['full_ranking_videos']:,} videos) "
                      f"| {m['threads']} | {load} | `{r['command']}` |")
     every = [r for _, r in sorted(bench["runs"].items())] + list(bench.get("extraction", {}).values())
@@ -287,7 +323,15 @@ def main(argv=None) -> None:
     ap.add_argument("--label", help="the run's name in reports/bench.json (default: data-precision-threads)")
     ap.add_argument("--out", type=Path, default=BENCH_JSON, help="where runs are recorded (default reports/bench.json)")
     ap.add_argument("--render", action="store_true", help=f"only rewrite {PAGE}'s table from --out")
+    ap.add_argument("--no-reference", dest="reference", action="store_false",
+                    help="skip the plain reference loop timed after each student epoch")
+    ap.add_argument("--scaling", action="store_true",
+                    help="the scaling curves instead: reports/scaling.{csv,json,png} (pipeline/bench_scaling.py)")
     args = ap.parse_args(argv)
+    if args.scaling:
+        from pipeline.bench_scaling import run_scaling
+        run_scaling(Path("reports"), argv, threads=args.threads)
+        return
     if args.render:
         render_page(PAGE, json.loads(args.out.read_text()))
         return

@@ -64,6 +64,10 @@ def test_bench_times_a_built_dataset_and_records_the_run(tmp_path):
     # the median of the unrounded times, rounded: within 0.01 of the median of the rounded ones
     assert f["epoch_seconds_median"] == pytest.approx(float(np.median(f["epoch_seconds"][1:])), abs=0.0101)
     assert f["validation_seconds_median"] > 0 and f["full_ranking_seconds_median"] > 0
+    # the plain reference loop ran after each student epoch, and the ratio is of the two medians
+    assert len(f["reference_epoch_seconds"]) == 3 and f["reference_epoch_seconds_median"] > 0
+    assert f["student_to_reference"] == pytest.approx(
+        f["epoch_seconds_median"] / f["reference_epoch_seconds_median"], rel=0.05)
     table = speed_table(bench)
     assert table.count("\n| ") == 1 + 2 and f"`{run['command']}`" in table  # header + one row per run
     page = tmp_path / "performance.md"
