@@ -25,7 +25,7 @@ import pandas as pd
 from pipeline.errors import ParamsError
 from pipeline.experiment import RunsConfig, skipped, train_run
 from pipeline.models.baselines import BaselineParams
-from pipeline.models.debcm import DebCMConfig
+from pipeline.models.debcm import DebCMConfig, student_config
 from pipeline.sampling.dataset import Dataset
 from pipeline.data.features import Features
 from pipeline.training.config import CRITERIA
@@ -152,7 +152,7 @@ def main(argv=None) -> None:
     logging.basicConfig(level="WARNING")
     forbid_truth_reads()  # it trains, as the sweep stage does: the simulated world's truth stays unread
     params = load_params(args.params)
-    student = from_group(DebCMConfig, params.get("student"), "student")
+    student = student_config(params.get)
     runs = from_group(RunsConfig, params.get("train"), "train")
     if args.schemes:
         runs = dataclasses.replace(runs, schemes=tuple(args.schemes))

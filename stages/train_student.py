@@ -10,7 +10,7 @@ from pipeline.data.features import load_features
 from pipeline.experiment import RunsConfig, train_variant, variant_dir
 from pipeline.io import atomic_dir
 from pipeline.models.baselines import VARIANTS, BaselineParams, variant
-from pipeline.models.debcm import DebCMConfig
+from pipeline.models.debcm import student_config
 from pipeline.sampling.dataset import load_dataset
 from pipeline.truth import forbid_truth_reads
 from stages.common import group, run, setup, torch_threads
@@ -22,7 +22,8 @@ def main(argv=None) -> None:
     ap = argparse.ArgumentParser(description=__doc__)
     ap.add_argument("--variant", default="student", choices=VARIANTS)
     args = ap.parse_args(argv)
-    student = from_group(DebCMConfig, setup("student"), "student")
+    setup("student")
+    student = student_config(group)  # groups student, model and adjustment
     # the student reads no `baselines` key (its stage does not track the group)
     params = BaselineParams() if args.variant == "student" else from_group(BaselineParams, group("baselines"),
                                                                             "baselines")

@@ -1,4 +1,4 @@
-"""Stage `train_teacher`: a CMVAE on the PGC pairs, one per seed (models/teacher/s<seed>.pt); without PGC
+"""Stage `train_teacher`: a CMVAE (params group `model`, shared with the student) on the PGC pairs, one per seed (models/teacher/s<seed>.pt); without PGC
 pairs, models/teacher/summary.json says why no teacher exists (the teacher-guided variants then skip)."""
 import json
 import logging
@@ -18,7 +18,7 @@ log = logging.getLogger("stages.train_teacher")
 
 
 def main() -> None:
-    cfg = from_group(CMVAEConfig, setup("teacher"), "teacher")
+    cfg = from_group(CMVAEConfig, setup("model"), "model")  # the CMVAE settings the student shares
     runs = from_group(RunsConfig, group("train"), "train")
     forbid_truth_reads()  # training never sees the simulated world's truth
     torch_threads(runs.loop.threads)

@@ -17,14 +17,14 @@ import yaml
 from pipeline.config import from_group
 from pipeline.data.features import load_features
 from pipeline.experiment import RunsConfig, train_variant
-from pipeline.models.debcm import DebCMConfig
+from pipeline.models.debcm import student_config
 from pipeline.models.registry import load_model
 from pipeline.sampling.dataset import load_dataset
 
 if __name__ == "__main__":  # the worker processes import this file: keep the work under the guard
     root = Path(sys.argv[1] if len(sys.argv) > 1 else ".")
     params = yaml.safe_load((root / "params.yaml").read_text())
-    student = from_group(DebCMConfig, params["student"], "student")
+    student = student_config(params.get)  # groups model, adjustment and student
     features, dataset = load_features(root / "data/features"), load_dataset(root / "data/dataset")
     weights = {}
     for label, workers, threads in (("one at a time, 2 threads", 1, 2), ("side by side, 2 x 1 thread", 0, 2),

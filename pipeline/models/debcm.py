@@ -6,14 +6,16 @@ Batch keys beyond CMVAE's: `uploader_dist` [B, 6] (the video's uploader genre di
 """
 from __future__ import annotations
 
+import dataclasses
 import logging
 from dataclasses import dataclass
-from typing import Mapping
+from typing import Any, Callable, Mapping
 
 import torch
 from torch import nn
 from tqdm import tqdm
 
+from pipeline.config import from_group
 from pipeline.data.schema import GENRES
 from pipeline.errors import DataError, ParamsError
 from pipeline.losses import kl_transfer_loss
@@ -31,7 +33,8 @@ TEACHER_KEYS = ("teacher_video_mu", "teacher_video_logvar", "teacher_music_mu", 
 
 @dataclass
 class DebCMConfig(CMVAEConfig):
-    """CMVAE settings plus the confounder and transfer switches (params group `student`)."""
+    """CMVAE settings plus the confounder and transfer switches: params groups `model` (the CMVAE fields, shared
+    with the teacher), `adjustment` (the confounder fields) and `student` (kl_weight); see `student_config`."""
 
     # concat: the paper's z'_m = Linear([z_m ; z_u]); interaction: u^T W g(m); none: no adjustment at all, so
     # with kl_weight > 0 a CMVAE guided by the teacher (docs/architecture.md section 10: the teacher without the
@@ -55,14 +58,36 @@ class DebCMConfig(CMVAEConfig):
         for name, allowed in (("confounder", CONFOUNDERS), ("confounder_mode", CONFOUNDER_MODES),
                               ("inference", INFERENCE), ("confounder_projection", ("residual", "linear"))):
             if getattr(self, name) not in allowed:
-                raise ParamsError(f"student.{name}={getattr(self, name)!r}: expected one of {allowed}")
+                raise ParamsError(f"adjustment.{name}={getattr(self, name)!r}: expected one of {allowed}")
         if self.kl_weight < 0:
             raise ParamsError(f"student.kl_weight={self.kl_weight}: expected >= 0")
         if self.interaction_scale <= 0:
-            raise ParamsError(f"student.interaction_scale={self.interaction_scale}: expected > 0")
+            raise ParamsError(f"adjustment.interaction_scale={self.interaction_scale}: expected > 0")
         if self.n_genres < 1:
-            raise ParamsError(f"student.n_genres={self.n_genres}: expected >= 1")
+            raise ParamsError(f"adjustment.n_genres={self.n_genres}: expected >= 1")
 
+
+
+# The params groups a DebCMConfig is read from, each with the fields it owns (docs/architecture.md section 4):
+# `student` only the teacher-transfer weight (the sweep varies it, so it tracks the other two groups and not
+# this one), `model` the CMVAE fields the teacher reads too, `adjustment` the rest (the backdoor adjustment).
+STUDENT_KEYS = ("kl_weight",)
+MODEL_KEYS = tuple(f.name for f in dataclasses.fields(CMVAEConfig))
+ADJUSTMENT_KEYS = tuple(f.name for f in dataclasses.fields(DebCMConfig) if f.name not in (*MODEL_KEYS, *STUDENT_KEYS))
+STUDENT_GROUPS = {"student": STUDENT_KEYS, "model": MODEL_KEYS, "adjustment": ADJUSTMENT_KEYS}
+
+
+def student_config(read: Callable[[str], Mapping[str, Any] | None]) -> DebCMConfig:
+    """The student's DebCMConfig from the groups of STUDENT_GROUPS, `read(name)` giving each (a stage:
+    stages.common.group; a loaded params file: its .get). A key in the wrong group is an error."""
+    merged: dict[str, Any] = {}
+    for name, keys in STUDENT_GROUPS.items():
+        part = dict(read(name) or {})
+        unknown = sorted(set(part) - set(keys))
+        if unknown:
+            raise ParamsError(f"params group {name!r}: unknown key(s) {unknown}; known: {sorted(keys)}")
+        merged.update(part)
+    return from_group(DebCMConfig, merged, "model/adjustment/student")
 
 @model_class
 class DebCM(CMVAE):

@@ -2,7 +2,8 @@
 the papers' baselines and the simple ones) as named variants; `python -m pipeline.models.baselines` lists them.
 
 A variant is: a name; a builder made from the student's config (DebCMConfig: every variant takes latent size,
-margins, loss weights... from the `student` params group, so a comparison changes one thing at a time) and
+margins, loss weights... from the `model` and `adjustment` params groups and kl_weight from `student`, so a
+comparison changes one thing at a time) and
 from BaselineParams (the `baselines` group: which variants the pipeline runs, and the few knobs only
 baselines read); whether it needs the PGC teacher; its kind; its data setting; the paper table and row.
 
@@ -60,7 +61,7 @@ DEFAULT_VARIANTS = ("cmvae_kl", "no_teacher", "cmvae", "teacher_alone", "random"
 @dataclass
 class BaselineParams:
     """The `baselines` params group: the variants of the `baselines` matrix stage and baseline-only knobs
-    (kept out of `student`, which the student and sweep stages read whole into DebCMConfig)."""
+    (kept out of `model`, `adjustment` and `student`, which the training stages read whole into DebCMConfig)."""
 
     variants: tuple[str, ...] = DEFAULT_VARIANTS
     propensity_clip: float = 0.05  # IPS: a propensity below this counts as this (weights <= 1/clip)

@@ -4,7 +4,7 @@ repair, on a mid-size feature-level world.
 With the paper's projection z'_m = Linear([z_m ; z_u]) the adjusted music embedding is free to drop z_m: the
 training ranking loss is then met by the confounder side (the batch-mean taste and the music's g(m)) while the
 KL term pulls z_m to the prior, and validation (which ranks with the training-mean z_u) falls toward chance.
-`student.confounder_projection: residual` (z'_m = z_m + W z_u + b) keeps the music's own content in every
+`adjustment.confounder_projection: residual` (z'_m = z_m + W z_u + b) keeps the music's own content in every
 score; without a teacher the model then validates like plain CMVAE. Slow: a 20,000-video world, 3 x 12 epochs.
 """
 from __future__ import annotations

@@ -3,7 +3,7 @@ run seed.
 
 Model batches carry features, not ids, so each row's draw is keyed by its own feature bytes: a splitmix64
 hash of the raw visual (or music) row, mixed with the seed and the embedding column, gives a uniform value
-in [-1, 1). The embeddings are such vectors (width student.latent_dim), so scores are dot products of
+in [-1, 1). The embeddings are such vectors (width model.latent_dim), so scores are dot products of
 independent random vectors: rankings at chance, identical across calls, machines and a save/load.
 """
 from __future__ import annotations
