@@ -13,20 +13,12 @@ call `session` and `as_completed` unchanged.
 from __future__ import annotations
 
 import contextlib
-import os
 from typing import Iterator, Sequence
 
 from pipeline.errors import ParamsError
+from pipeline.resources import available_cpus
 
 BACKENDS = ("local", "ray")
-
-
-def usable_cpus() -> int:
-    """The cores this process may run on (its affinity mask where the OS has one): a local cluster's CPUs."""
-    try:
-        return len(os.sched_getaffinity(0))
-    except AttributeError:  # not Linux
-        return os.cpu_count() or 1
 
 
 def check_backend(group: str, backend: str) -> None:
@@ -48,7 +40,7 @@ def session(address: str | None) -> Iterator:
         if address:
             ray.init(address=address, **kwargs)
         else:
-            ray.init(num_cpus=usable_cpus(), **kwargs)
+            ray.init(num_cpus=available_cpus(), **kwargs)
     try:
         yield ray
     finally:

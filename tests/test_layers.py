@@ -16,7 +16,7 @@ ROOT = Path(__file__).resolve().parents[1]
 # (layer, rank within the layer). base: no project imports beyond itself; core: maths, data, features and models;
 # runs: training and the stages' orchestration; tools: command lines and benchmarks.
 LAYERS = {
-    "__init__": (0, 0), "errors": (0, 0), "io": (0, 1), "config": (0, 1), "numba_cache": (0, 0), "truth": (0, 1),
+    "__init__": (0, 0), "errors": (0, 0), "resources": (0, 1), "io": (0, 1), "config": (0, 1), "numba_cache": (0, 0), "truth": (0, 1),
     "gaussian": (1, 0), "losses": (1, 1), "metrics": (1, 1), "features": (1, 0), "data": (1, 1),
     "genre": (1, 2), "sampling": (1, 2), "inference": (1, 2), "models": (1, 3),
     "raycluster": (2, 0), "training": (2, 1), "experiment": (2, 2), "sweep": (2, 3), "evaluate": (2, 3),

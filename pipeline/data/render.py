@@ -28,6 +28,7 @@ from tqdm import tqdm
 
 from pipeline.data.latents import MUSIC_LATENTS, SCENES, VIDEO_LATENTS
 from pipeline.data.render_music import RenderSpec, _field, render_music_clip
+from pipeline.resources import available_cpus
 from pipeline.errors import DataError, MediaError
 from pipeline.io import atomic_path
 
@@ -258,7 +259,7 @@ def render_all(music: pd.DataFrame, videos: pd.DataFrame, out_dir: Path, spec: R
         return {}
     for sub in {Path(t[2]).parent for t in tasks}:
         sub.mkdir(parents=True, exist_ok=True)
-    workers = min(workers or os.cpu_count() or 1, len(tasks))
+    workers = min(workers or available_cpus(), len(tasks))
     log.info("rendering %d music clips and %d videos on %d worker(s) into %s",
              sum(t[0] == "music" for t in tasks), sum(t[0] == "video" for t in tasks), workers, out_dir)
     bar = tqdm(total=len(tasks), desc="render media", unit="file", mininterval=2.0)

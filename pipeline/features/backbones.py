@@ -16,6 +16,7 @@ import torch
 from torch import nn
 
 from pipeline.errors import ParamsError
+from pipeline.resources import resolve_device
 
 log = logging.getLogger(__name__)
 
@@ -229,14 +230,6 @@ def fuse_for_inference(encoder: "FrameEncoder") -> "FrameEncoder":
     return encoder
 
 
-def resolve_device(device: str) -> torch.device:
-    if device == "auto":
-        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
-    if device.startswith("cuda") and not torch.cuda.is_available():
-        raise ParamsError(f"features_video.device: {device!r} requested but no CUDA device is available")
-    return torch.device(device)
-
-
 def build_backbone(name: str, weights: str | None = None, device: str = "cpu", fuse: bool = True) -> FrameEncoder:
     """A pretrained FrameEncoder in eval mode; `weights` overrides the packaged file (required for resnet50).
 
@@ -258,4 +251,4 @@ def build_backbone(name: str, weights: str | None = None, device: str = "cpu", f
     encoder = FrameEncoder(net, name).eval()
     if fuse:
         encoder = fuse_for_inference(encoder)
-    return encoder.to(resolve_device(device), memory_format=torch.channels_last)
+    return encoder.to(resolve_device(device, "features_video.device"), memory_format=torch.channels_last)

@@ -5,7 +5,6 @@ failure table and ordered look-ahead over a pool.
 from __future__ import annotations
 
 import logging
-import os
 from collections import deque
 from typing import Iterator
 
@@ -14,18 +13,11 @@ import pandas as pd
 
 from pipeline.errors import DataError
 from pipeline.features import mediacheck
+from pipeline.resources import available_cpus  # noqa: F401 - the extractors import it from here
 
 log = logging.getLogger(__name__)
 
 MUSIC_FAILURE_COLUMNS = ("music_id", "path", "reason")
-
-
-def available_cpus() -> int:
-    """The cores this process may run on (its affinity mask where the OS has one, else the machine's count)."""
-    try:
-        return len(os.sched_getaffinity(0))
-    except AttributeError:  # not Linux
-        return os.cpu_count() or 1
 
 
 def failure_table(failures: list[tuple[str, str, str]]) -> pd.DataFrame:

@@ -7,7 +7,6 @@ from __future__ import annotations
 
 import logging
 import multiprocessing
-import os
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Sequence
@@ -18,6 +17,7 @@ from tqdm import tqdm
 
 from pipeline import numba_cache
 from pipeline.errors import DataError, ParamsError
+from pipeline.resources import available_cpus
 
 log = logging.getLogger(__name__)
 
@@ -133,7 +133,7 @@ def corpus_frames(
     out = np.empty((len(paths), cfg.n_frames, N_FEATURES), dtype=np.float32)
     if workers < 0:
         raise ParamsError(f"genre frames: workers must be >= 0 (0: every core), got {workers}")
-    workers = min(workers or os.cpu_count() or 1, max(len(paths), 1))
+    workers = min(workers or available_cpus(), max(len(paths), 1))
     jobs = [(p, cfg) for p in paths]
     bar = tqdm(total=len(paths), desc="genre frames", unit="clip", disable=not progress)
     if workers == 1:

@@ -17,6 +17,7 @@ from pipeline.errors import DataError
 from pipeline.inference import embed, eval_mode
 from pipeline.metrics import recall_at_k, sampled_ranks
 from pipeline.models.registry import model_spec
+from pipeline.resources import resolve_device  # noqa: F401 - train.loop.device; bench and tests import it from here
 from pipeline.training.checkpoint import cpu_state, new_state, save_checkpoint, save_torch, try_resume
 from pipeline.training.config import TrainConfig
 from pipeline.training.data import TrainData
@@ -25,17 +26,6 @@ log = logging.getLogger(__name__)
 
 
 EPOCH_BARS = True  # a progress bar over each run's epochs (pipeline.training.parallel's workers turn it off)
-
-
-def resolve_device(name: str) -> torch.device:
-    """train.loop.device: auto (cuda when torch sees a GPU, else cpu), cpu, cuda or cuda:N. On CUDA the
-    deterministic mode of `fit` needs cuBLAS's fixed workspace, set here unless the environment sets it (it
-    takes effect when this process first uses cuBLAS)."""
-    device = torch.device("cuda" if name == "auto" and torch.cuda.is_available() else
-                          "cpu" if name == "auto" else name)
-    if device.type == "cuda":
-        os.environ.setdefault("CUBLAS_WORKSPACE_CONFIG", ":4096:8")
-    return device
 
 
 @contextlib.contextmanager

@@ -18,7 +18,6 @@ count `plan` gives a local process, with byte-identical outputs (pipeline.traini
 from __future__ import annotations
 
 import logging
-import os
 from concurrent.futures import ProcessPoolExecutor
 from concurrent.futures.process import BrokenProcessPool
 from multiprocessing import get_context
@@ -28,6 +27,7 @@ from tqdm import tqdm
 
 from pipeline.errors import PipelineError
 from pipeline.raycluster import check_backend
+from pipeline.resources import available_cpus
 
 log = logging.getLogger(__name__)
 
@@ -39,7 +39,7 @@ def plan(threads: int, workers: int, n_runs: int) -> tuple[int, int]:
 
     threads: train.loop.threads (0: every core), the cores the stage may use; workers: train.workers (0: one
     per core, as many as there are runs). Each process gets an equal share of the cores, at least one."""
-    total = threads or os.cpu_count() or 1
+    total = threads or available_cpus()
     processes = max(1, min(workers or total, n_runs))
     return processes, max(1, total // processes)
 
