@@ -262,3 +262,13 @@ def test_evaluate_does_not_import_upward_from_the_report():
     nothing of pipeline/report: the seeds' mean / std lives in pipeline/metrics.py."""
     for entry in ("pipeline.evaluate", "pipeline.metrics", "stages.evaluate"):
         assert not {f for f in closure(entry) if f.startswith("pipeline/report/")}, entry
+
+
+def test_the_report_depends_on_every_science_figure_its_page_shows():
+    """reports/index.html shows every reports/science*.png (pipeline/report/page.py): a figure that is not a dep
+    of `report` would change the page without DVC re-running it (a fresh clone's page differed from the lock's)."""
+    import yaml
+
+    deps = {str(d).split()[0] for d in yaml.safe_load((ROOT / "dvc.yaml").read_text())["stages"]["report"]["deps"]}
+    shown = {str(p.relative_to(ROOT)) for p in (ROOT / "reports").glob("science*.png")}
+    assert shown and shown - deps == set(), f"add under report's deps in dvc.yaml: {sorted(shown - deps)}"
