@@ -6,9 +6,13 @@ alternating: `extract_video_features` (decode at `fps` + the CNN + temporal mean
 Loading the CNN's weights and one warm-up call of each (librosa's numba kernels, the first CNN batch) happen
 before the clock starts; what is timed is what a stage spends per item. Each run lands in reports/bench.json
 under "extraction" (command, CPU, precision asked and run, load average), beside the training runs.
+The `extract_video` stage runs with glibc malloc tunables (its `cmd` in dvc.yaml: freed CNN activations are
+reused instead of page-faulted afresh each batch); run the benchmark under the same GLIBC_TUNABLES to time
+what the stage does. The config records the value it ran with.
 """
 from __future__ import annotations
 
+import os
 import time
 from pathlib import Path
 
@@ -67,7 +71,8 @@ def run_extraction(raw: Path, n_videos: int, n_pairs: int, rounds: int, precisio
         "data": {"raw": str(raw), "videos": len(ids), "pairs": int(len(pairs)),
                  "music": int(pairs["music_id"].nunique()), "feature_dim": int(features.shape[1])},
         "config": {"rounds": rounds, "precision": precision, "precision_run": ran, "fps": cfg.fps,
-                   "backbone": cfg.backbone, "threads": torch.get_num_threads()},
+                   "backbone": cfg.backbone, "threads": torch.get_num_threads(),
+                   "glibc_tunables": os.environ.get("GLIBC_TUNABLES", "")},
         "figures": {"backbone_load_seconds": round(load_seconds, 2),
                     "video_seconds": [round(s, 2) for s in video], "video_seconds_median": round(v_med, 2),
                     "videos_per_second": round(len(ids) / v_med, 1),

@@ -361,3 +361,32 @@ def test_a_failing_cpu_probe_means_fp32(monkeypatch):
     assert resolve_precision("auto", "cpu") == "fp32"
     with pytest.raises(ParamsError, match="features_video.precision"):
         VideoConfig(precision="fp16").validate()
+
+
+def test_stage_malloc_tunables_keep_the_bytes(tmp_path):
+    """extract_video runs under glibc malloc tunables (dvc.yaml): they change where the CNN's activations live
+    in memory, never the features; the same clips give the same bytes with and without them."""
+    import os
+    import subprocess
+    import sys
+
+    import yaml
+
+    root = Path(__file__).resolve().parents[2]
+    cmd = yaml.safe_load((root / "dvc.yaml").read_text())["stages"]["extract_video"]["cmd"]
+    env_part, _, rest = cmd.partition(" ")
+    assert env_part.startswith("GLIBC_TUNABLES=") and rest == "python -m stages.extract_video"
+    for i in range(2):
+        scene_video(tmp_path / f"v{i}.mp4", seed=i, seconds=1.4)
+    code = ("import sys, numpy as np; from pipeline.features.video import VideoConfig, extract_video_features; "
+            f"ids, X, _ = extract_video_features({{f'v{{i}}': f'{tmp_path}/v{{i}}.mp4' for i in range(2)}}, "
+            "VideoConfig(device='cpu', batch_frames=4)); np.save(sys.argv[1], X)")
+    outs = []
+    for tunables in (None, env_part.partition("=")[2]):
+        env = {k: v for k, v in os.environ.items() if k != "GLIBC_TUNABLES"}
+        if tunables:
+            env["GLIBC_TUNABLES"] = tunables
+        out = tmp_path / f"x{len(outs)}.npy"
+        subprocess.run([sys.executable, "-c", code, str(out)], check=True, env=env, capture_output=True, cwd=root)
+        outs.append(np.load(out))
+    assert outs[0].shape == (2, FEATURE_DIMS["efficientnet_lite0"]) and outs[0].tobytes() == outs[1].tobytes()
