@@ -70,7 +70,9 @@ def evaluate(hypotheses: Sequence[Mapping], cell_name, claims: Mapping[str, dict
             tests.append({"hypothesis": h["id"], "cell": name, "contrast": t["contrast"], "metric": t["metric"],
                           "expect": t["expect"], "missing": row is None,
                           **{k: (row or {}).get(k) for k in ("effect", "low", "high", "seeds", "videos")}, "p": p})
-    for t, p_holm in zip(tests, holm([t["p"] for t in tests])):
+    # a test whose cell has not run stays in the family at p = 1 (its verdict "missing"): Holm over the planned
+    # family, so a partial collection's "yes" cannot turn into "no" when the remaining cells land
+    for t, p_holm in zip(tests, holm([1.0 if t["missing"] else t["p"] for t in tests])):
         t["p_holm"] = float(p_holm)
         t["verdict"] = "missing" if t["missing"] else _verdict(t["effect"], float(p_holm), t["metric"])
         t["as_expected"] = _passes(t["expect"], t["verdict"])
@@ -97,11 +99,15 @@ def _num(x, signed=True) -> str:
 
 def hypotheses_md(hypotheses: Sequence[Mapping], tests: Sequence[dict], outcomes: Sequence[dict],
                   cell_name=str) -> str:
-    n = sum(not math.isnan(t["p"]) for t in tests)
+    n = sum(t["missing"] or not math.isnan(t["p"]) for t in tests)
+    missing = sum(t["missing"] for t in tests)
+    partial = (f" **Partial: {missing} of them are in cells that have not run; they count at p = 1 until they "
+               "do (so no verdict here can weaken when they land), and a hypothesis with a missing test or check "
+               "is incomplete.**") if missing else ""
     lines = ["## Pre-registered hypotheses\n",
              f"Holm over the {n} confirmatory tests of the whole experiment (every cell; p seed-aware, "
              "pipeline/report/stats.py). A hypothesis held when every test and check came out as it expects, "
-             "failed when none did, mixed otherwise.\n"]
+             f"failed when none did, mixed otherwise.{partial}\n"]
     for h, o in zip(hypotheses, outcomes):
         lines += [f"### {o['id']}: {o['outcome'].upper()} ({o['as_expected']} of {o['of']} as expected)\n",
                   f"{o['text']}\n", "| cell | contrast | metric | effect | 95% CI | p | p (Holm, experiment) | verdict "

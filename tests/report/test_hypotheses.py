@@ -107,3 +107,17 @@ def test_only_finished_experiments_are_collected():
         {"executor": None, "revs": [{"name": "older", "rev": "d"}]},
         {"executor": {"state": "failed"}, "revs": [{"name": "broke", "rev": "e"}]}]}]
     assert finished(shown) == {"done": "c", "older": "d"}
+
+
+def test_a_partial_collection_counts_the_missing_cells_tests_at_p_one():
+    """Cells still running: their tests stay in the Holm family at p = 1, so a verdict reached on part of the
+    grid cannot weaken when the rest lands, and the report says it is partial."""
+    some = {k: v for k, v in CLAIMS.items() if k != "b4-shifted"}
+    tests, outcomes = evaluate(HYPOTHESES, _name, some, {})
+    full = evaluate(HYPOTHESES, _name, CLAIMS, {})[0]
+    np.testing.assert_allclose([t["p_holm"] for t in tests], holm([0.001, 0.04, 1.0, 1.0]))
+    assert all(p <= q for p, q in zip([t["p_holm"] for t in full], [t["p_holm"] for t in tests]))
+    assert [t["verdict"] for t in tests] == ["yes", "no", "missing", "missing"]
+    text = hypotheses_md(HYPOTHESES, tests, outcomes)
+    assert "Holm over the 4 " in text and "**Partial: 2 of them" in text
+    assert "Partial" not in hypotheses_md(HYPOTHESES, *evaluate(HYPOTHESES, _name, CLAIMS, {}))
