@@ -12,7 +12,9 @@ the teacher is an untrained CMVAE of the right shape (its posteriors cost the sa
 After each student epoch a plain reference loop of the same shape (pipeline/bench_reference.py: two Gaussian
 encoders, cross-reconstruction, in-batch hardest-k ranking, the whole data as tensors) trains one epoch on the
 same tensors, so the two alternate under the same load; the record holds both and their ratio
-(`--no-reference` skips it). `--scaling` measures how the cost grows instead (pipeline/bench_scaling.py:
+(`--no-reference` skips it). After the epochs one step's matrix products are replayed alone
+(pipeline/bench_floor.py): the seconds per epoch that no implementation of the same products can beat.
+`--scaling` measures how the cost grows instead (pipeline/bench_scaling.py:
 reports/scaling.{csv,json,png}).
 
 `--extract data/raw` times extraction instead (pipeline/bench_extract.py: extract_video and rhythm on the
@@ -174,6 +176,7 @@ def run(args, argv) -> dict:
         validation.append(time.perf_counter() - t)
     evals = [full_pool_eval_seconds(student, on_device) for _ in range(3)]
     n = int(data.video_idx.shape[0])
+    floor = training_floor(student, teacher, on_device, cfg, device, summary["batch_size"], -(-n // summary["batch_size"]))
     return {
         "command": command_line(argv),
         "date": time.strftime("%Y-%m-%d"),
@@ -196,8 +199,32 @@ def run(args, argv) -> dict:
             "full_ranking_seconds_median": round(float(np.median(evals)), 3),
             "full_ranking_videos": min(15_000, int(data.visual.shape[0]), n),
             "peak_rss_gib": round(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 2**20, 2),
-            **reference_figures(wall, ref_wall)},
+            **reference_figures(wall, ref_wall), **floor},
     }
+
+
+def training_floor(student, teacher, data, cfg, device, batch_size: int, steps: int) -> dict:
+    """pipeline/bench_floor.py's figures for one training step of the trained student on the first
+    `batch_size` pairs (its forward under cfg.precision, then backward), scaled to `steps` per epoch."""
+    import torch
+
+    from pipeline.bench_floor import step_floor
+    from pipeline.training.loop import _precompute_teacher, step_precision
+
+    _precompute_teacher(teacher, data)  # the student's batch carries the teacher's posteriors
+    rows = torch.arange(min(batch_size, int(data.video_idx.shape[0])), device=data.video_idx.device)
+    batch = data.batch(rows)
+    student.train()
+
+    def step():
+        with step_precision(student, cfg.precision, device):
+            total = student.loss(batch)["total"]
+        total.backward()
+
+    try:
+        return step_floor(step, steps, device)
+    finally:
+        student.zero_grad(set_to_none=True)
 
 
 def reference_figures(student: list[float], reference: list[float]) -> dict:
@@ -257,12 +284,19 @@ def _reference_cell(f: dict) -> str:
     return f"{_cell(f['reference_epoch_seconds_median'])} ({', '.join(map(_cell, f['reference_epoch_seconds'][1:]))})"
 
 
+def _floor_cell(f: dict) -> str:
+    if "matmul_floor_epoch_seconds" not in f:
+        return ""
+    return (f"{_cell(f['matmul_floor_epoch_seconds'])} ({_cell(f['gflop_per_step'])} GFLOP per step "
+            f"at {_cell(f['matmul_gflops'])} GFLOP/s)")
+
+
 def speed_table(bench: dict) -> str:
     """The speed table of reports/performance.md: one row per run of reports/bench.json (sorted by label)."""
     lines = ["| run | data | epochs | student epoch, median after the first (s) | CPU s per epoch | first epoch (s) "
-             "| reference loop epoch (s) | student / reference | validation (s) | full ranking (s) | threads "
+             "| reference loop epoch (s) | student / reference | matrix products alone per epoch (s) | validation (s) | full ranking (s) | threads "
              "| load avg start -> end | command |",
-             "|---|---|---|---|---|---|---|---|---|---|---|---|---|"]
+             "|---|---|---|---|---|---|---|---|---|---|---|---|---|---|"]
     for label, r in sorted(bench["runs"].items()):
         d, f, m, c = r["data"], r["figures"], r["machine"], r["config"]
         what = "random features" if d["source"] == "random" else f"{d['dataset']} ({d['scheme']})"
@@ -273,6 +307,7 @@ def speed_table(bench: dict) -> str:
         lines.append(f"| {label} | {data} | {c['epochs']} | **{_cell(f['epoch_seconds_median'])}** "
                      f"({', '.join(map(_cell, f['epoch_seconds'][1:]))}) | {_cell(f['epoch_cpu_seconds_median'])} "
                      f"| {_cell(f['first_epoch_seconds'])} | {_reference_cell(f)} | {_cell(f.get('student_to_reference'))} "
+                     f"| {_floor_cell(f)} "
                      f"| {_cell(f['validation_seconds_median'])} "
                      f"| {_cell(f['full_ranking_seconds_median'])} ({f['full_ranking_videos']:,} videos) "
                      f"| {m['threads']} | {load} | `{r['command']}` |")

@@ -68,6 +68,10 @@ def test_bench_times_a_built_dataset_and_records_the_run(tmp_path):
     assert len(f["reference_epoch_seconds"]) == 3 and f["reference_epoch_seconds_median"] > 0
     assert f["student_to_reference"] == pytest.approx(
         f["epoch_seconds_median"] / f["reference_epoch_seconds_median"], rel=0.05)
+    # the matrix-product floor of one step: its products alone, a positive rate, scaled to the epoch's steps
+    assert f["matmuls_per_step"] > 10 and f["gflop_per_step"] > 0 and f["matmul_gflops"] > 0
+    assert f["matmul_floor_epoch_seconds"] == pytest.approx(
+        f["matmul_seconds_per_step"] * run["config"]["steps_per_epoch"], rel=0.05, abs=0.011)
     table = speed_table(bench)
     assert table.count("\n| ") == 1 + 2 and f"`{run['command']}`" in table  # header + one row per run
     page = tmp_path / "performance.md"

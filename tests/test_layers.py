@@ -22,7 +22,8 @@ LAYERS = {
     "raycluster": (2, 0), "training": (2, 1), "experiment": (2, 2), "sweep": (2, 3), "evaluate": (2, 3),
     "report": (2, 4), "science": (2, 5),
     "recommend": (3, 0), "offline_plots": (3, 0), "bench_extract": (3, 0), "bench": (3, 1),
-    "bench_reference": (3, 0), "bench_scaling": (3, 1), "export_cli": (3, 1), "recommend_cli": (3, 1),
+    "bench_reference": (3, 0), "bench_floor": (3, 0), "bench_scaling": (3, 1), "export_cli": (3, 1),
+    "recommend_cli": (3, 1),
     "__main__": (3, 3),
 }
 
