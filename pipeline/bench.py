@@ -176,7 +176,8 @@ def run(args, argv) -> dict:
         validation.append(time.perf_counter() - t)
     evals = [full_pool_eval_seconds(student, on_device) for _ in range(3)]
     n = int(data.video_idx.shape[0])
-    floor = training_floor(student, teacher, on_device, cfg, device, summary["batch_size"], -(-n // summary["batch_size"]))
+    steps = -(-n // summary["batch_size"])
+    floor = training_floor(student, teacher, on_device, cfg, device, summary["batch_size"], steps)
     return {
         "command": command_line(argv),
         "date": time.strftime("%Y-%m-%d"),
@@ -188,7 +189,7 @@ def run(args, argv) -> dict:
                  "validation_videos": int(data.val_video.shape[0]), "visual_dim": visual, "text_dim": text,
                  "music_dim": music},
         "config": {"epochs": args.epochs, "batch_size": summary["batch_size"],
-                   "steps_per_epoch": -(-n // summary["batch_size"]), "precision": args.precision},
+                   "steps_per_epoch": steps, "precision": args.precision},
         "figures": {
             "epoch_seconds": [round(float(s), 2) for s in wall],
             "epoch_cpu_seconds": [round(float(s), 2) for s in cpu],
@@ -294,8 +295,8 @@ def _floor_cell(f: dict) -> str:
 def speed_table(bench: dict) -> str:
     """The speed table of reports/performance.md: one row per run of reports/bench.json (sorted by label)."""
     lines = ["| run | data | epochs | student epoch, median after the first (s) | CPU s per epoch | first epoch (s) "
-             "| reference loop epoch (s) | student / reference | matrix products alone per epoch (s) | validation (s) | full ranking (s) | threads "
-             "| load avg start -> end | command |",
+             "| reference loop epoch (s) | student / reference | matrix products alone per epoch (s) | validation (s) "
+             "| full ranking (s) | threads | load avg start -> end | command |",
              "|---|---|---|---|---|---|---|---|---|---|---|---|---|---|"]
     for label, r in sorted(bench["runs"].items()):
         d, f, m, c = r["data"], r["figures"], r["machine"], r["config"]
