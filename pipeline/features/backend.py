@@ -16,6 +16,7 @@ music.py, smile.py) built on `run_sharded`, so an extract stage imports only its
 from __future__ import annotations
 
 import logging
+import os
 from dataclasses import dataclass
 from typing import Callable, Sequence, TypeVar
 
@@ -27,6 +28,10 @@ from pipeline.features.common import available_cpus
 log = logging.getLogger(__name__)
 T = TypeVar("T")
 BACKENDS = ("local", "ray")
+# Variables a library reads once, when its process starts: glibc's malloc tunables, which `extract_video`'s
+# cmd sets (dvc.yaml; 1.38x its wall time, reports/performance.md). A Ray worker is started by the raylet,
+# which on a running cluster does not have this process's environment, so they travel with each task.
+WORKER_ENV = ("GLIBC_TUNABLES",)
 
 
 @dataclass
@@ -67,6 +72,11 @@ def shards(ids: Sequence[str], size: int) -> list[list[str]]:
     return [ordered[i:i + size] for i in range(0, len(ordered), size)]
 
 
+def worker_env() -> dict[str, str]:
+    """The WORKER_ENV variables this process has: what a Ray task's worker process starts with."""
+    return {k: os.environ[k] for k in WORKER_ENV if k in os.environ}
+
+
 def map_shards(fn: Callable[..., T], parts: Sequence, cfg: BackendConfig, desc: str, *args,
                cpus_per_task: int | None = None, fresh_process: bool = False) -> list[T]:
     """[fn(part, *args) for part in parts], run locally or as Ray tasks; results in `parts` order.
@@ -90,6 +100,9 @@ def map_shards(fn: Callable[..., T], parts: Sequence, cfg: BackendConfig, desc: 
         options = dict(num_cpus=cpus_per_task or cfg.threads(), max_retries=0)
         if fresh_process:
             options["max_calls"] = 1
+        env = worker_env()
+        if env:
+            options["runtime_env"] = {"env_vars": env}
         remote = ray.remote(**options)(fn)
         shared = [ray.put(a) for a in args]
         refs = [remote.remote(part, *shared) for part in parts]

@@ -93,6 +93,30 @@ def ray_cluster():
     ray.shutdown()
 
 
+def test_worker_env_is_the_tunables_this_process_has(monkeypatch):
+    from pipeline.features.backend import worker_env
+
+    monkeypatch.delenv("GLIBC_TUNABLES", raising=False)
+    assert worker_env() == {}
+    monkeypatch.setenv("GLIBC_TUNABLES", "glibc.malloc.arena_max=1")
+    assert worker_env() == {"GLIBC_TUNABLES": "glibc.malloc.arena_max=1"}
+
+
+@pytest.mark.slow
+def test_ray_workers_start_with_the_stage_malloc_tunables(ray_cluster, monkeypatch):
+    """A value set after the cluster started (as on a running cluster: its raylet never saw this process's
+    environment) is the one every task's worker process starts with. (os.getenv is the task: a function the
+    workers can import.)"""
+    import os
+
+    from pipeline.features.backend import map_shards
+
+    cfg = BackendConfig("ray", shard_size=1, threads_per_task=1)
+    value = f"glibc.malloc.arena_max={os.getpid() % 7 + 2}"  # not what the cluster may have inherited
+    monkeypatch.setenv("GLIBC_TUNABLES", value)
+    assert map_shards(os.getenv, ["GLIBC_TUNABLES"] * 2, cfg, "tuned") == [value, value]
+
+
 @pytest.fixture(scope="module")
 def clips(songs, tmp_path_factory):  # noqa: F811
     bad = tmp_path_factory.mktemp("bad") / "broken.wav"
