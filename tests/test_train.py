@@ -215,7 +215,7 @@ def test_early_stopping_keeps_the_best(tmp_path):
     assert out["stopped_early"] and out["epochs_run"] == 8  # 3 evaluations without improvement after epoch 4
     # The model holds the best state (w = 2.5), not the last one (w = 4).
     np.testing.assert_allclose(float(model.w.detach()), 2.5, atol=1e-4)
-    saved = torch.load(tmp_path / "best.pt", weights_only=False)
+    saved = torch.load(tmp_path / "best.pt", weights_only=True)
     np.testing.assert_allclose(float(saved["state_dict"]["w"]), 2.5, atol=1e-4)
     assert validation_recall(model, data, 1) == 1.0
 

@@ -112,7 +112,7 @@ def read_torch_file(path: str | Path, what: str = "model") -> dict:
     try:
         saved = torch.load(path, map_location="cpu", weights_only=True)
     except Exception as e:  # noqa: BLE001 - torch raises many types for a file it refuses or cannot read
-        # torch's own message advises weights_only=False: keep only what the file holds, never that advice
+        # torch's own message advises turning the safe mode off: report what the file holds, never that advice
         refused = re.search(r"GLOBAL ([\w.]+)", str(e))
         why = f"it names {refused.group(1)}, which only a full unpickle would call" if refused else \
             "it holds objects other than tensors and plain values" if "Weights only" in str(e) else \

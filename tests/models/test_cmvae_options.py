@@ -60,7 +60,9 @@ def test_defaults_reproduce_the_seeded_model_of_the_code_before_the_options():
 def test_defaults_reproduce_the_values_saved_before_the_options():
     """Values saved by the pre-option code (commit e1c1937, one torch thread) for CMVAE and for DebCM.
     Exact on the machine that saved them; a tiny tolerance elsewhere, since BLAS kernels differ by CPU."""
-    saved = torch.load(SAVED, weights_only=False)
+    # the fixture records the torch version it was saved with (a str subclass): allow that one class
+    with torch.serialization.safe_globals([torch.torch_version.TorchVersion]):
+        saved = torch.load(SAVED, weights_only=True)
     batch = random_batch()
     cm = CMVAE(VISUAL, MUSIC, TEXT, CMVAEConfig(**SMALL))
     cm.load_state_dict(saved["cmvae"]["state_dict"])
