@@ -132,7 +132,8 @@ def run(args, argv) -> dict:
     from pipeline.models.cmvae import CMVAE, CMVAEConfig
     from pipeline.models.debcm import DebCM, DebCMConfig
     from pipeline.training.config import TrainConfig
-    from pipeline.training.loop import fit, resolve_device, validation_recall
+    from pipeline.resources import resolve_device
+    from pipeline.training.loop import fit, validation_recall
 
     load_start = load_average()
     if args.threads:

@@ -1,5 +1,6 @@
-"""Stage `train_teacher`: a CMVAE (params group `model`, shared with the student) on the PGC pairs, one per seed (models/teacher/s<seed>.pt); without PGC
-pairs, models/teacher/summary.json says why no teacher exists (the teacher-guided variants then skip)."""
+"""Stage `train_teacher`: a CMVAE (params group `model`, shared with the student) on the PGC pairs, one per
+seed (models/teacher/s<seed>.pt); without PGC pairs, models/teacher/summary.json says why no teacher exists
+(the teacher-guided variants then skip)."""
 import json
 import logging
 from pathlib import Path

@@ -14,7 +14,8 @@ import pipeline.training.loop as loop
 from pipeline.models.cmvae import CMVAE
 from pipeline.models.registry import load_model
 from pipeline.training.data import TrainData
-from pipeline.training.loop import fit, resolve_device, step_precision
+from pipeline.resources import resolve_device
+from pipeline.training.loop import fit, step_precision
 from test_train import data, new_cmvae, tiny_train, world  # noqa: F401  (fixtures)
 
 CUDA = pytest.mark.skipif(not torch.cuda.is_available(),

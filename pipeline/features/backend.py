@@ -23,7 +23,7 @@ from typing import Callable, Sequence, TypeVar
 from tqdm import tqdm
 
 from pipeline.errors import ParamsError
-from pipeline.features.common import available_cpus
+from pipeline.resources import available_cpus
 
 log = logging.getLogger(__name__)
 T = TypeVar("T")

@@ -13,7 +13,6 @@ import pandas as pd
 
 from pipeline.errors import DataError
 from pipeline.features import mediacheck
-from pipeline.resources import available_cpus  # noqa: F401 - the extractors import it from here
 
 log = logging.getLogger(__name__)
 

@@ -21,9 +21,10 @@ from tqdm import tqdm
 
 from pipeline.errors import ParamsError
 from pipeline.features.backend import BackendConfig, run_sharded
-from pipeline.features.common import (MUSIC_FAILURE_COLUMNS, available_cpus, check_finite_rows,  # noqa: F401
+from pipeline.features.common import (MUSIC_FAILURE_COLUMNS, check_finite_rows,  # noqa: F401
                                       failure_table, failures_raiser, in_order, raise_failures)
 from pipeline.features.mediacheck import BadMedia, check_on_error, read_audio
+from pipeline.resources import available_cpus
 
 log = logging.getLogger(__name__)
 

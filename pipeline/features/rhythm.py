@@ -23,9 +23,9 @@ from tqdm import tqdm
 
 from pipeline import numba_cache
 from pipeline.errors import DataError, MediaError, ParamsError
-from pipeline.features.common import available_cpus
 from pipeline.features.mediacheck import (MIN_SECONDS, BadMedia, VideoReader, check_on_error,
                                           raise_failures, read_audio)
+from pipeline.resources import available_cpus
 
 log = logging.getLogger(__name__)
 

@@ -16,7 +16,7 @@ import pandas as pd
 from tqdm import tqdm
 
 from pipeline.errors import DataError, ParamsError
-from pipeline.features.common import available_cpus
+from pipeline.resources import available_cpus
 
 log = logging.getLogger(__name__)
 

@@ -28,8 +28,8 @@ from av.video.reformatter import VideoReformatter
 from pipeline.errors import DataError, MediaError, ParamsError
 from pipeline.features.backbones import BACKBONES, IMAGE_SIZE, FrameEncoder, build_backbone, resolve_device
 from pipeline.features.backend import BackendConfig, run_sharded
-from pipeline.features.common import available_cpus
 from pipeline.features.mediacheck import BadMedia, VideoReader, check_on_error, raise_failures
+from pipeline.resources import available_cpus
 
 log = logging.getLogger(__name__)
 

@@ -67,7 +67,6 @@ class DebCMConfig(CMVAEConfig):
             raise ParamsError(f"adjustment.n_genres={self.n_genres}: expected >= 1")
 
 
-
 # The params groups a DebCMConfig is read from, each with the fields it owns (docs/architecture.md section 4):
 # `student` only the teacher-transfer weight (the sweep varies it, so it tracks the other two groups and not
 # this one), `model` the CMVAE fields the teacher reads too, `adjustment` the rest (the backdoor adjustment).
@@ -88,6 +87,7 @@ def student_config(read: Callable[[str], Mapping[str, Any] | None]) -> DebCMConf
             raise ParamsError(f"params group {name!r}: unknown key(s) {unknown}; known: {sorted(keys)}")
         merged.update(part)
     return from_group(DebCMConfig, merged, "model/adjustment/student")
+
 
 @model_class
 class DebCM(CMVAE):

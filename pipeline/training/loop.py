@@ -17,7 +17,7 @@ from pipeline.errors import DataError
 from pipeline.inference import embed, eval_mode
 from pipeline.metrics import recall_at_k, sampled_ranks
 from pipeline.models.registry import model_spec
-from pipeline.resources import resolve_device  # noqa: F401 - train.loop.device; bench and tests import it from here
+from pipeline.resources import resolve_device
 from pipeline.training.checkpoint import cpu_state, new_state, save_checkpoint, save_torch, try_resume
 from pipeline.training.config import TrainConfig
 from pipeline.training.data import TrainData
